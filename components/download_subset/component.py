@@ -1,0 +1,29 @@
+"""The KFP component of the download subset stage: a thin typed wrapper."""
+
+from kfp import dsl
+from kfp.dsl import Dataset, Output
+
+from components.images import DATA_IMAGE
+
+
+@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+def download_subset(
+    source_url: str,
+    num_classes: int,
+    train_per_class: int,
+    val_per_class: int,
+    test_per_class: int,
+    seed: int,
+    dataset: Output[Dataset],
+):
+    """Downloads a class subset of a UCF101-layout zip, split into train, val and test."""
+    from pathlib import Path
+
+    from components.common import setup_logging
+    from components.download_subset.download import download_subset_to
+
+    setup_logging()
+    manifest = download_subset_to(source_url, Path(dataset.path), num_classes, train_per_class,
+                                  val_per_class, test_per_class, seed)
+    dataset.metadata.update({"source": manifest["source"], "classes": manifest["classes"],
+                             "counts": manifest["counts"], "seed": seed})

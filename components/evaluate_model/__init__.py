@@ -1,0 +1,1 @@
+"""Stage 4: score the trained model on the test split and write the report."""

@@ -1,0 +1,1 @@
+"""Stage 2: decode videos into fixed-size RGB clips, stored as TFRecord shards."""

@@ -1,0 +1,1 @@
+"""The pipeline definition, its runners and the ``videoclf`` command line."""

@@ -1,0 +1,72 @@
+"""The ``videoclf`` command line: compile the pipeline, run it locally, or run the offline demo."""
+
+import argparse
+import inspect
+import logging
+from pathlib import Path
+
+from components.common import setup_logging
+from pipelines.video_classification import COMPILED_YAML, video_classification_pipeline
+
+PIPELINE_PARAMS = inspect.signature(video_classification_pipeline.pipeline_func).parameters
+
+
+def add_pipeline_flags(parser: argparse.ArgumentParser, use_defaults: bool) -> None:
+    """One flag per pipeline parameter, named after it in kebab case."""
+    group = parser.add_argument_group("pipeline parameters")
+    for name, param in PIPELINE_PARAMS.items():
+        default = param.default if use_defaults else None
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=param.annotation,
+                           default=default, metavar=param.annotation.__name__.upper(),
+                           help=f"(default: {default if use_defaults else 'the demo value'})")
+
+
+def pipeline_args(args: argparse.Namespace) -> dict:
+    """The pipeline parameters given on the command line (those left unset are dropped)."""
+    return {name: getattr(args, name) for name in PIPELINE_PARAMS
+            if getattr(args, name) is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="videoclf", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    compile_cmd = commands.add_parser("compile", help="write the pipeline's YAML")
+    compile_cmd.add_argument("--output", type=Path, default=COMPILED_YAML,
+                             help=f"where to write it (default: {COMPILED_YAML})")
+
+    run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local)")
+    run.add_argument("--output", type=Path, default=Path("videoclf-runs"),
+                     help="the local pipeline root (default: videoclf-runs)")
+    add_pipeline_flags(run, use_defaults=True)
+
+    demo = commands.add_parser("demo", help="run the pipeline offline on a synthetic dataset")
+    demo.add_argument("--output", type=Path, default=Path("videoclf-demo"),
+                      help="the local pipeline root (default: videoclf-demo)")
+    add_pipeline_flags(demo, use_defaults=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    if args.command == "compile":
+        from pipelines.video_classification import compile_pipeline
+
+        logging.getLogger("videoclf").info("wrote %s", compile_pipeline(args.output))
+        return
+    from pipelines.local_runner import print_summary
+
+    if args.command == "run":
+        from pipelines.local_runner import run_local
+
+        summary = run_local(pipeline_args(args), args.output)
+    else:
+        from pipelines.demo import run_demo
+
+        summary = run_demo(args.output, **pipeline_args(args))
+    print_summary(summary)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The KFP pipeline: download -> extract frames -> train (GPU node) -> evaluate.
+
+Defaults are the tutorial's: 10 UCF101 classes, 30/10/10 clips per class, 10 frames every 15th
+frame at 224 x 224, 50 epochs of batch 8 at a learning rate of 1e-4.
+"""
+
+from pathlib import Path
+from typing import NamedTuple
+
+from kfp import compiler, dsl
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Metrics, Model
+
+from components.download_subset.component import download_subset
+from components.download_subset.download import UCF101_URL
+from components.evaluate_model.component import evaluate_model
+from components.extract_frames.component import extract_frames
+from components.train_model.component import train_model
+
+PIPELINE_NAME = "video-action-classification"
+COMPILED_YAML = Path(__file__).with_name("video_classification.yaml")
+
+
+class PipelineOutputs(NamedTuple):
+    model: Model
+    training_metrics: Metrics
+    learning_curves: HTML
+    test_metrics: Metrics
+    confusion_matrix: ClassificationMetrics
+    confusion_matrix_plot: Artifact
+    report: HTML
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="Action recognition on a UCF101 subset with a (2+1)D ResNet.")
+def video_classification_pipeline(
+    source_url: str = UCF101_URL,
+    num_classes: int = 10,
+    train_per_class: int = 30,
+    val_per_class: int = 10,
+    test_per_class: int = 10,
+    n_frames: int = 10,
+    frame_step: int = 15,
+    height: int = 224,
+    width: int = 224,
+    clips_per_train_video: int = 3,
+    epochs: int = 50,
+    batch_size: int = 8,
+    learning_rate: float = 1e-4,
+    seed: int = 42,
+    accelerator_type: str = "NVIDIA_TESLA_T4",
+    accelerator_count: int = 1,
+) -> PipelineOutputs:
+    download = download_subset(
+        source_url=source_url, num_classes=num_classes, train_per_class=train_per_class,
+        val_per_class=val_per_class, test_per_class=test_per_class, seed=seed)
+    download.set_cpu_request("1").set_memory_request("2G")
+
+    extract = extract_frames(
+        videos=download.outputs["dataset"], n_frames=n_frames, frame_step=frame_step,
+        height=height, width=width, clips_per_train_video=clips_per_train_video, seed=seed)
+    extract.set_cpu_request("2").set_memory_request("4G")
+
+    train = train_model(frames=extract.outputs["frames"], epochs=epochs, batch_size=batch_size,
+                        learning_rate=learning_rate, seed=seed)
+    train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+    train.set_cpu_request("4").set_memory_request("16G")
+
+    evaluate = evaluate_model(frames=extract.outputs["frames"], model=train.outputs["model"])
+    evaluate.set_cpu_request("2").set_memory_request("8G")
+
+    return PipelineOutputs(
+        model=train.outputs["model"],
+        training_metrics=train.outputs["metrics"],
+        learning_curves=train.outputs["learning_curves"],
+        test_metrics=evaluate.outputs["metrics"],
+        confusion_matrix=evaluate.outputs["confusion_matrix"],
+        confusion_matrix_plot=evaluate.outputs["confusion_matrix_plot"],
+        report=evaluate.outputs["report"],
+    )
+
+
+def compile_pipeline(path: Path = COMPILED_YAML) -> Path:
+    """Compiles the pipeline to YAML for Kubeflow Pipelines or Vertex AI Pipelines."""
+    compiler.Compiler().compile(video_classification_pipeline, str(path))
+    return path

@@ -1,0 +1,58 @@
+"""Shared fixtures: a tiny UCF101-layout zip served over loopback, and the stages run on it."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines.demo_data import make_demo_zip
+from pipelines.range_server import serve_directory
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REAL_CLIPS = Path(os.environ.get("VIDEOCLF_REAL_CLIPS",
+                                 Path(__file__).resolve().parents[2] / "shared" / "real-clips"))
+TINY = {"n_frames": 4, "frame_step": 2, "height": 32, "width": 32}
+
+
+@pytest.fixture(scope="session")
+def real_clips() -> dict[str, Path]:
+    """The real recordings in ../shared/real-clips, by file name."""
+    clips = {p.name: p for p in sorted(REAL_CLIPS.glob("*")) if p.suffix in (".avi", ".mp4")}
+    if not clips:
+        pytest.skip(f"no real clips in {REAL_CLIPS} (set VIDEOCLF_REAL_CLIPS)")
+    return clips
+
+
+@pytest.fixture(scope="session")
+def demo_zip(tmp_path_factory) -> Path:
+    """4 classes x 3 groups x 3 clips of 12 frames."""
+    return make_demo_zip(tmp_path_factory.mktemp("zip") / "UCF101.zip", groups=3,
+                         clips_per_group=3, frames_per_clip=12)
+
+
+@pytest.fixture(scope="session")
+def demo_url(demo_zip) -> str:
+    with serve_directory(demo_zip.parent) as base_url:
+        yield f"{base_url}/{demo_zip.name}"
+
+
+@pytest.fixture(scope="session")
+def videos_dir(demo_url, tmp_path_factory) -> Path:
+    """The download stage's output: 4 classes, 4/2/3 clips per class."""
+    from components.download_subset.download import download_subset_to
+
+    out = tmp_path_factory.mktemp("videos")
+    download_subset_to(demo_url, out, num_classes=4, train_per_class=4, val_per_class=2,
+                       test_per_class=3, seed=0)
+    return out
+
+
+@pytest.fixture(scope="session")
+def frames_dir(videos_dir, tmp_path_factory) -> Path:
+    """The extraction stage's output at 4 frames of 32 x 32."""
+    from components.extract_frames.extract import extract_dataset
+
+    out = tmp_path_factory.mktemp("frames")
+    extract_dataset(videos_dir, out, clips_per_train_video=2, seed=0, **TINY)
+    return out

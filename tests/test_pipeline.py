@@ -1,0 +1,89 @@
+import json
+import subprocess
+import sys
+
+import yaml
+
+from pipelines.video_classification import COMPILED_YAML, compile_pipeline
+
+STAGES = ["download-subset", "extract-frames", "train-model", "evaluate-model"]
+
+
+def test_committed_yaml_is_up_to_date(tmp_path):
+    fresh = compile_pipeline(tmp_path / "pipeline.yaml")
+    assert fresh.read_text() == COMPILED_YAML.read_text(), (
+        "pipelines/video_classification.yaml is stale: run `videoclf compile`")
+
+
+def test_yaml_has_four_typed_executors_and_a_gpu_on_training():
+    spec = yaml.safe_load(COMPILED_YAML.read_text())
+    executors = spec["deploymentSpec"]["executors"]
+    assert sorted(executors) == sorted(f"exec-{s}" for s in STAGES)
+    components = spec["components"]
+    artifacts = {name: {k: v["artifactType"]["schemaTitle"]
+                        for kind in ("inputDefinitions", "outputDefinitions")
+                        for k, v in c.get(kind, {}).get("artifacts", {}).items()}
+                 for name, c in components.items()}
+    assert artifacts["comp-download-subset"] == {"dataset": "system.Dataset"}
+    assert artifacts["comp-extract-frames"] == {"videos": "system.Dataset", "frames": "system.Dataset"}
+    assert artifacts["comp-train-model"] == {"frames": "system.Dataset", "model": "system.Model",
+                                             "metrics": "system.Metrics",
+                                             "learning_curves": "system.HTML"}
+    assert artifacts["comp-evaluate-model"] == {
+        "frames": "system.Dataset", "model": "system.Model", "metrics": "system.Metrics",
+        "confusion_matrix": "system.ClassificationMetrics",
+        "confusion_matrix_plot": "system.Artifact", "report": "system.HTML"}
+    train = executors["exec-train-model"]["container"]
+    accelerator = train["resources"]["accelerator"]
+    assert "accelerator_type" in accelerator["resourceType"]
+    assert "accelerator_count" in accelerator["resourceCount"]
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert params["accelerator_type"]["defaultValue"] == "NVIDIA_TESLA_T4"
+    for executor in executors.values():  # the images carry kfp: nothing is pip-installed at start
+        assert "pip install" not in " ".join(executor["container"]["command"])
+
+
+def test_yaml_loads_back_as_a_pipeline_with_the_tutorials_defaults():
+    from kfp import components
+
+    pipeline = components.load_component_from_file(str(COMPILED_YAML))
+    inputs = pipeline.component_spec.inputs
+    defaults = {name: spec.default for name, spec in inputs.items()}
+    assert defaults["num_classes"] == 10
+    per_class = (defaults["train_per_class"], defaults["val_per_class"], defaults["test_per_class"])
+    assert per_class == (30, 10, 10)
+    assert (defaults["n_frames"], defaults["frame_step"], defaults["height"]) == (10, 15, 224)
+    assert (defaults["epochs"], defaults["batch_size"], defaults["learning_rate"]) == (50, 8, 1e-4)
+    assert defaults["source_url"] == "https://storage.googleapis.com/thumos14_files/UCF101_videos.zip"
+
+
+def test_cli_compile_writes_the_same_yaml(tmp_path):
+    out = tmp_path / "p.yaml"
+    subprocess.run([sys.executable, "-m", "pipelines.cli", "compile", "--output", str(out)],
+                   check=True, capture_output=True)
+    assert out.read_text() == COMPILED_YAML.read_text()
+
+
+def test_end_to_end_local_run(tmp_path):
+    """The whole pipeline under kfp.local, through the CLI, at a tiny size."""
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), "--epochs", "1",
+         "--train-per-class", "4", "--val-per-class", "2", "--test-per-class", "2",
+         "--n-frames", "4", "--height", "32", "--width", "32"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert summary["num_classes"] == 4 and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert summary["params"]["n_frames"] == 4 and summary["params"]["source_url"].startswith("http://127.0.0.1:")
+    with open(summary["report"]) as f:
+        assert "Confusion matrix" in f.read()
+    with open(summary["confusion_matrix"], "rb") as f:
+        assert f.read(4) == b"\x89PNG"
+    from pathlib import Path
+
+    from components.train_model.train import load_model
+
+    model, classes = load_model(Path(summary["model"]).parent)
+    assert classes == summary["classes"] and model.output_shape == (None, 4)
