@@ -3,6 +3,7 @@
 import argparse
 import inspect
 import logging
+import sys
 from pathlib import Path
 
 from components.common import setup_logging
@@ -57,14 +58,17 @@ def main(argv: list[str] | None = None) -> None:
         return
     from pipelines.local_runner import print_summary
 
-    if args.command == "run":
-        from pipelines.local_runner import run_local
+    try:
+        if args.command == "run":
+            from pipelines.local_runner import run_local
 
-        summary = run_local(pipeline_args(args), args.output)
-    else:
-        from pipelines.demo import run_demo
+            summary = run_local(pipeline_args(args), args.output)
+        else:
+            from pipelines.demo import run_demo
 
-        summary = run_demo(args.output, **pipeline_args(args))
+            summary = run_demo(args.output, **pipeline_args(args))
+    except RuntimeError as e:  # a task failed: its own log above says why
+        sys.exit(f"videoclf {args.command}: {e}")
     print_summary(summary)
 
 

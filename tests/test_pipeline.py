@@ -87,3 +87,15 @@ def test_end_to_end_local_run(tmp_path):
 
     model, classes = load_model(Path(summary["model"]).parent)
     assert classes == summary["classes"] and model.output_shape == (None, 4)
+
+
+def test_a_failing_task_ends_the_run_with_a_clear_error(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "run", "--output", str(tmp_path),
+         "--source-url", "http://127.0.0.1:9/UCF101.zip"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1
+    assert "cannot read a zip at http://127.0.0.1:9/UCF101.zip" in result.stdout + result.stderr
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("videoclf run:") and "download-subset" in last_line
+    assert not (tmp_path / "summary.json").exists()
