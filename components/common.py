@@ -27,6 +27,13 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def require_at_least_one(params: dict[str, int], error: type[Exception] = ValueError) -> None:
+    """Raises ``error`` naming the first parameter below 1."""
+    for name, value in params.items():
+        if value < 1:
+            raise error(f"{name} must be at least 1, got {value}")
+
+
 def write_json(path: Path, obj: Any) -> None:
     """Writes ``obj`` as indented JSON, atomically."""
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())

@@ -17,6 +17,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from components.common import atomic_write_bytes
+
 DIRECTIONS = {"DriftLeft": (-1, 0), "DriftRight": (1, 0), "DriftUp": (0, -1), "DriftDown": (0, 1)}
 FRAME_SIZE = (80, 60)  # width, height: UCF101's 4:3 aspect ratio
 FPS = 25
@@ -66,8 +68,5 @@ def make_demo_zip(path: Path, groups: int = 25, clips_per_group: int = 4,
                     info = zipfile.ZipInfo(f"UCF101/v_{class_name}_g{group:02d}_c{clip:02d}.avi",
                                            ZIP_TIMESTAMP)
                     zf.writestr(info, encode_avi(frames))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

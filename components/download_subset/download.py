@@ -14,7 +14,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.common import MANIFEST, atomic_write_bytes, write_json
+from components.common import MANIFEST, atomic_write_bytes, require_at_least_one, write_json
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,7 @@ def choose_subset(by_class: dict[str, list[Clip]], num_classes: int, counts: dic
     As in the tutorial, each clip is assigned on its own (clips of one group may fall in
     several splits).
     """
-    if num_classes < 1:
-        raise SourceError(f"num_classes must be at least 1, got {num_classes}")
+    require_at_least_one({"num_classes": num_classes}, SourceError)
     if num_classes > len(by_class):
         raise SourceError(f"num_classes={num_classes} asked, but {source} has only "
                           f"{len(by_class)} classes")
@@ -121,9 +120,7 @@ def download_subset_to(source: str, output_dir: Path, num_classes: int, train_pe
     from tqdm import tqdm
 
     counts = dict(zip(SPLITS, (train_per_class, val_per_class, test_per_class), strict=True))
-    for split, n in counts.items():
-        if n < 1:
-            raise SourceError(f"{split}_per_class must be at least 1, got {n}")
+    require_at_least_one({f"{split}_per_class": n for split, n in counts.items()}, SourceError)
     output_dir = Path(output_dir)
     (output_dir / MANIFEST).unlink(missing_ok=True)
     log.info("reading the central directory of %s", source)

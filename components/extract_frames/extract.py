@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common import MANIFEST, read_manifest, write_json
+from components.common import MANIFEST, read_manifest, require_at_least_one, write_json
 from components.download_subset.download import SPLITS
 from components.extract_frames.video import (
     VideoError,
@@ -58,10 +58,8 @@ def extract_dataset(videos_dir: Path, output_dir: Path, n_frames: int, frame_ste
 
     from components.extract_frames.records import encode, write_shard
 
-    for name, value in {"n_frames": n_frames, "frame_step": frame_step, "height": height,
-                        "width": width, "clips_per_train_video": clips_per_train_video}.items():
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+    require_at_least_one({"n_frames": n_frames, "frame_step": frame_step, "height": height,
+                          "width": width, "clips_per_train_video": clips_per_train_video})
     source = read_manifest(videos_dir)
     output_dir = Path(output_dir)
     (output_dir / MANIFEST).unlink(missing_ok=True)

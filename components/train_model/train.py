@@ -10,7 +10,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from components.common import read_manifest, write_json
+from components.common import read_manifest, require_at_least_one, write_json
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,7 @@ def train(frames_dir: Path, model_dir: Path, epochs: int, batch_size: int,
 
     from components.train_model.model import build_model
 
-    for name, value in {"epochs": epochs, "batch_size": batch_size}.items():
-        if value < 1:
-            raise ValueError(f"{name} must be at least 1, got {value}")
+    require_at_least_one({"epochs": epochs, "batch_size": batch_size})
     if not learning_rate > 0:
         raise ValueError(f"learning_rate must be positive, got {learning_rate}")
     manifest = read_manifest(frames_dir)
