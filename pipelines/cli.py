@@ -2,6 +2,7 @@
 
 import argparse
 import inspect
+import json
 import logging
 import sys
 from pathlib import Path
@@ -12,14 +13,36 @@ from pipelines.video_classification import COMPILED_YAML, video_classification_p
 PIPELINE_PARAMS = inspect.signature(video_classification_pipeline.pipeline_func).parameters
 
 
+def flag_value(annotation: type):
+    """Parses a flag's text as the parameter's type: JSON for dict and list, true/false for bool."""
+    def parse(text: str):
+        if annotation is bool:
+            if text.lower() not in ("true", "false"):
+                raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+            return text.lower() == "true"
+        if annotation in (dict, list):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise argparse.ArgumentTypeError(f"expected a JSON {annotation.__name__}: {e}") from e
+            if not isinstance(value, annotation):
+                raise argparse.ArgumentTypeError(f"expected a JSON {annotation.__name__}, got {text!r}")
+            return value
+        return annotation(text)
+
+    parse.__name__ = annotation.__name__  # argparse names the type in its errors
+    return parse
+
+
 def add_pipeline_flags(parser: argparse.ArgumentParser, use_defaults: bool) -> None:
     """One flag per pipeline parameter, named after it in kebab case."""
     group = parser.add_argument_group("pipeline parameters")
     for name, param in PIPELINE_PARAMS.items():
         default = param.default if use_defaults else None
-        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=param.annotation,
+        shown = json.dumps(default) if isinstance(default, dict | list | bool) else default
+        group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=flag_value(param.annotation),
                            default=default, metavar=param.annotation.__name__.upper(),
-                           help=f"(default: {default if use_defaults else 'the demo value'})")
+                           help=f"(default: {shown if use_defaults else 'the demo value'})")
 
 
 def pipeline_args(args: argparse.Namespace) -> dict:

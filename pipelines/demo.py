@@ -27,6 +27,7 @@ DEMO_PARAMS = {
     "batch_size": 8,
     "learning_rate": 1e-4,
     "seed": 0,
+    "random_flip": False,  # a mirrored DriftLeft clip is a DriftRight one
 }
 GROUPS, CLIPS_PER_GROUP = 25, 6  # 150 clips per class, all of which the demo uses
 

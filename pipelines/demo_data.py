@@ -26,11 +26,11 @@ ZIP_TIMESTAMP = (2020, 1, 1, 0, 0, 0)
 
 
 def render_clip(direction: tuple[int, int], rng: np.random.Generator, n_frames: int,
-                side: int, shade: int) -> np.ndarray:
+                side: int, shade: int, frame_size: tuple[int, int] = FRAME_SIZE) -> np.ndarray:
     """Returns ``n_frames`` BGR frames of a square of ``side`` pixels drifting in ``direction``."""
-    width, height = FRAME_SIZE
+    width, height = frame_size
     x, y = rng.uniform(0, width), rng.uniform(0, height)
-    speed = rng.uniform(1.5, 3.0)
+    speed = rng.uniform(1.5, 3.0) * width / FRAME_SIZE[0]
     ys, xs = np.mgrid[0:height, 0:width]
     frames = np.zeros((n_frames, height, width, 3), np.uint8)
     for t in range(n_frames):
@@ -55,16 +55,21 @@ def encode_avi(frames: np.ndarray) -> bytes:
 
 
 def make_demo_zip(path: Path, groups: int = 25, clips_per_group: int = 4,
-                  frames_per_clip: int = 30, seed: int = 0) -> Path:
-    """Writes a zip of ``UCF101/v_<Class>_g<GG>_c<CC>.avi`` clips; the same seed gives the same bytes."""
+                  frames_per_clip: int = 30, seed: int = 0,
+                  frame_size: tuple[int, int] = FRAME_SIZE) -> Path:
+    """Writes a zip of ``UCF101/v_<Class>_g<GG>_c<CC>.avi`` clips; the same seed gives the same bytes.
+
+    ``frame_size`` is (width, height); the square and its speed scale with the width.
+    """
+    scale = frame_size[0] / FRAME_SIZE[0]
     rng = np.random.default_rng(seed)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as zf:
         for class_name, direction in DIRECTIONS.items():
             for group in range(1, groups + 1):
-                side, shade = int(rng.integers(8, 15)), int(rng.integers(170, 256))
+                side, shade = int(rng.integers(8, 15) * scale), int(rng.integers(170, 256))
                 for clip in range(1, clips_per_group + 1):
-                    frames = render_clip(direction, rng, frames_per_clip, side, shade)
+                    frames = render_clip(direction, rng, frames_per_clip, side, shade, frame_size)
                     info = zipfile.ZipInfo(f"UCF101/v_{class_name}_g{group:02d}_c{clip:02d}.avi",
                                            ZIP_TIMESTAMP)
                     zf.writestr(info, encode_avi(frames))

@@ -50,6 +50,9 @@ def run_local(params: dict, output_dir: Path) -> dict:
         "test_loss": test["test_loss"],
         "train_accuracy": training["train_accuracy"],
         "val_accuracy": training["val_accuracy"],
+        "best_epoch": int(training["best_epoch"]),
+        "epochs_run": int(training["epochs_run"]),
+        "train_clips_per_second": training["train_clips_per_second"],
         "num_classes": len(outputs["model"].metadata["classes"]),
         "classes": outputs["model"].metadata["classes"],
         "report": link(run_dir / "report.html", outputs["report"].path),
@@ -57,6 +60,7 @@ def run_local(params: dict, output_dir: Path) -> dict:
         "confusion_matrix": link(run_dir / "confusion_matrix.png",
                                  outputs["confusion_matrix_plot"].path),
         "learning_curves": link(run_dir / "learning_curves.html", outputs["learning_curves"].path),
+        "tensorboard": outputs["tensorboard"].path,
         "run_dir": str(run_dir),
         "params": params,
     }

@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny UCF101-layout zip served over loopback, and the stages run on it."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,28 @@ def frames_dir(videos_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("frames")
     extract_dataset(videos_dir, out, clips_per_train_video=2, seed=0, **TINY)
     return out
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> str:
+    """A Cloud Storage API emulator on loopback; its address, for ``STORAGE_EMULATOR_HOST``."""
+    from gcp_storage_emulator.server import create_server
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = create_server("127.0.0.1", port, in_memory=True)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator, monkeypatch, request):
+    """A new bucket in the emulator, with the environment pointing google-cloud-storage at it."""
+    from google.cloud import storage
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
+    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "videoclf-test")
+    name = request.node.name.lower().replace("_", "-")[:63]
+    return storage.Client().create_bucket(name)

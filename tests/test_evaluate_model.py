@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from components.evaluate_model.evaluate import heatmap_png, predict_split, report_html, score
-from components.train_model.train import train
+from components.train_model.train import TrainConfig, train
 
 CLASSES = ["A", "B", "C"]
 
@@ -31,7 +31,7 @@ def test_report_holds_numbers_table_and_heatmap():
 
 
 def test_evaluating_twice_gives_identical_numbers(frames_dir, tmp_path):
-    train(frames_dir, tmp_path, epochs=1, batch_size=4, learning_rate=1e-4, seed=0)
+    train(frames_dir, tmp_path, TrainConfig(epochs=1, batch_size=4, seed=0))
     first_logits, labels, classes = predict_split(tmp_path, frames_dir)
     second_logits, _, _ = predict_split(tmp_path, frames_dir)
     assert first_logits.shape == (12, 4) and len(labels) == 12

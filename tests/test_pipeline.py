@@ -16,7 +16,7 @@ def test_committed_yaml_is_up_to_date(tmp_path):
 
 
 def test_yaml_has_four_typed_executors_and_a_gpu_on_training():
-    spec = yaml.safe_load(COMPILED_YAML.read_text())
+    spec, platform = yaml.safe_load_all(COMPILED_YAML.read_text())
     executors = spec["deploymentSpec"]["executors"]
     assert sorted(executors) == sorted(f"exec-{s}" for s in STAGES)
     components = spec["components"]
@@ -28,7 +28,8 @@ def test_yaml_has_four_typed_executors_and_a_gpu_on_training():
     assert artifacts["comp-extract-frames"] == {"videos": "system.Dataset", "frames": "system.Dataset"}
     assert artifacts["comp-train-model"] == {"frames": "system.Dataset", "model": "system.Model",
                                              "metrics": "system.Metrics",
-                                             "learning_curves": "system.HTML"}
+                                             "learning_curves": "system.HTML",
+                                             "tensorboard": "system.Artifact"}
     assert artifacts["comp-evaluate-model"] == {
         "frames": "system.Dataset", "model": "system.Model", "metrics": "system.Metrics",
         "confusion_matrix": "system.ClassificationMetrics",
@@ -37,8 +38,15 @@ def test_yaml_has_four_typed_executors_and_a_gpu_on_training():
     accelerator = train["resources"]["accelerator"]
     assert "accelerator_type" in accelerator["resourceType"]
     assert "accelerator_count" in accelerator["resourceCount"]
+    assert train["resources"]["cpuRequest"] == 4
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["accelerator_type"]["defaultValue"] == "NVIDIA_TESLA_T4"
+    assert spec["root"]["dag"]["tasks"]["train-model"]["retryPolicy"]["maxRetryCount"] == 3
+    # On Kubernetes the GPU node's selector and tolerations are pipeline parameters too.
+    pod = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-train-model"]
+    assert pod["nodeSelector"]["nodeSelectorJson"]["componentInputParameter"] == "gpu_node_selector"
+    assert pod["tolerations"][0]["tolerationJson"]["componentInputParameter"] == "gpu_tolerations"
+    assert params["gpu_tolerations"]["parameterType"] == "LIST"
     for executor in executors.values():  # the images carry kfp: nothing is pip-installed at start
         assert "pip install" not in " ".join(executor["container"]["command"])
 
@@ -99,3 +107,18 @@ def test_a_failing_task_ends_the_run_with_a_clear_error(tmp_path):
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("videoclf run:") and "download-subset" in last_line
     assert not (tmp_path / "summary.json").exists()
+
+
+def test_cli_parses_bool_and_json_flags():
+    from pipelines.cli import build_parser, pipeline_args
+
+    args = build_parser().parse_args(
+        ["run", "--random-flip", "false", "--gpu-node-selector", '{"pool": "gpu"}',
+         "--gpu-tolerations", '[{"key": "nvidia.com/gpu", "operator": "Exists"}]'])
+    params = pipeline_args(args)
+    assert params["random_flip"] is False and params["gpu_node_selector"] == {"pool": "gpu"}
+    assert params["gpu_tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
+    for flag, text in [("--random-flip", "yes"), ("--gpu-tolerations", '{"key": 1}')]:
+        result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", flag, text],
+                                capture_output=True, text=True)
+        assert result.returncode == 2 and f"argument {flag}" in result.stderr

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.common import MANIFEST, atomic_write_bytes, require_at_least_one, write_json
+from components.storage import GCS_SCHEME, gcs_bucket, split_gcs_uri
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +50,9 @@ def open_zip(source: str) -> zipfile.ZipFile:
             from remotezip import RemoteZip
 
             return RemoteZip(source)
-        if source.startswith("gs://"):
-            from google.cloud import storage
-
-            bucket, _, name = source[len("gs://"):].partition("/")
-            blob = storage.Client().bucket(bucket).blob(name)
-            return zipfile.ZipFile(blob.open("rb"))
+        if source.startswith(GCS_SCHEME):
+            bucket, name = split_gcs_uri(source)
+            return zipfile.ZipFile(gcs_bucket(bucket).blob(name).open("rb"))
         return zipfile.ZipFile(source)
     except Exception as e:
         raise SourceError(f"cannot read a zip at {source}: {type(e).__name__}: {e}") from e

@@ -16,12 +16,13 @@ def predict_split(model_dir: Path, frames_dir: Path, split: str = "test",
                   batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """The logits and true labels of every clip of a split, in a fixed order, and the classes."""
     from components.common import read_manifest
-    from components.train_model.train import batches, load_model
+    from components.train_model.inputs import batches
+    from components.train_model.train import load_model
 
     model, classes = load_model(model_dir)
     if classes != read_manifest(frames_dir)["classes"]:
         raise ValueError(f"the model in {model_dir} was trained on other classes than {frames_dir} holds")
-    dataset = batches(frames_dir, split, batch_size, training=False, seed=0)
+    dataset = batches(frames_dir, split, batch_size)
     logits, labels = [], []
     for clips, batch_labels in dataset:
         logits.append(model.predict_on_batch(clips))

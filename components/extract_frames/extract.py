@@ -2,8 +2,9 @@
 
 Validation and test videos get one centred clip, so the same input always gives the same
 numbers. Training videos get ``clips_per_train_video`` clips at random starts (seeded per
-video), among which training draws one per epoch. The output holds
-``<split>/<split>-NNNNN-of-MMMMM.tfrecord`` shards and a manifest written last.
+video), among which training draws one per epoch. Videos go in groups of VIDEOS_PER_SHARD,
+one shard per group and clip: ``<split>/<split>-NNNNN-of-MMMMM-clipK.tfrecord``. The manifest,
+written last, lists each group's shards, one per clip, under ``shards[split]``.
 """
 
 import logging
@@ -70,23 +71,27 @@ def extract_dataset(videos_dir: Path, output_dir: Path, n_frames: int, frame_ste
             entries = [f for f in source["files"] if f["split"] == split]
             groups = [entries[i:i + VIDEOS_PER_SHARD] for i in range(0, len(entries), VIDEOS_PER_SHARD)]
             shards[split] = []
+            clips_per_video = clips_per_train_video if split == "train" else 1
             for index, group in enumerate(groups):
-                records = []
+                records = [[] for _ in range(clips_per_video)]
                 for entry in group:
                     record = {"video": entry["path"], "split": split, "class": entry["class"]}
                     try:
                         clips, outcome = extract_video(Path(videos_dir) / entry["path"], split, n_frames,
                                                        frame_step, height, width, clips_per_train_video,
                                                        seed)
-                        records.append(encode(clips, label_of[entry["class"]], entry["path"]))
+                        for slot, clip in zip(records, clips, strict=True):
+                            slot.append(encode(clip, label_of[entry["class"]], entry["path"]))
                     except VideoError as e:
                         outcome = {"status": "failed", "error": str(e)}
                     videos.append({**record, **outcome})
                     bar.update()
-                shard = f"{split}/{split}-{index:05d}-of-{len(groups):05d}.tfrecord"
+                names = [f"{split}/{split}-{index:05d}-of-{len(groups):05d}-clip{k}.tfrecord"
+                         for k in range(clips_per_video)]
                 (output_dir / split).mkdir(parents=True, exist_ok=True)
-                write_shard(output_dir / shard, records)
-                shards[split].append(shard)
+                for name, slot in zip(names, records, strict=True):
+                    write_shard(output_dir / name, slot)
+                shards[split].append(names)
     failed = [v["error"] for v in videos if v["status"] == "failed"]
     if failed:
         raise VideoError(f"{len(failed)} of {len(videos)} videos could not be decoded:\n" + "\n".join(failed))

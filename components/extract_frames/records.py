@@ -1,9 +1,11 @@
 """The TFRecord format of extracted clips: written by extract_frames, read by training and evaluation.
 
-Each record holds one video: ``clips``, its uint8 RGB frames of shape
-``(num_clips, n_frames, height, width, 3)``, raw; ``label``; and ``video``, its path in the
-downloaded dataset. Training videos store several clips with random starts, val and test
-videos one centred clip.
+Each record holds one clip of one video: ``clip``, its uint8 RGB frames of shape
+``frame_shape = (n_frames, height, width, 3)``, raw; ``label``; and ``video``, its path in the
+downloaded dataset. Val and test videos have one centred clip each. Training videos have
+``clips_per_train_video`` clips at random starts, stored in as many parallel shards: the k-th
+shard of a group holds the k-th clip of each of its videos, so an epoch that draws one of them
+reads a third of the bytes that storing every clip together would make it read.
 """
 
 from __future__ import annotations
@@ -14,12 +16,16 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+FEATURES = {
+    "clip": tf.io.FixedLenFeature([], tf.string),
+    "label": tf.io.FixedLenFeature([], tf.int64),
+}
 
-def encode(clips: np.ndarray, label: int, video: str) -> bytes:
-    """Serialises one video's clips as a ``tf.train.Example``."""
+
+def encode(clip: np.ndarray, label: int, video: str) -> bytes:
+    """Serialises one clip as a ``tf.train.Example``."""
     feature = {
-        "clips": tf.train.Feature(bytes_list=tf.train.BytesList(value=[clips.tobytes()])),
-        "num_clips": tf.train.Feature(int64_list=tf.train.Int64List(value=[clips.shape[0]])),
+        "clip": tf.train.Feature(bytes_list=tf.train.BytesList(value=[clip.tobytes()])),
         "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
         "video": tf.train.Feature(bytes_list=tf.train.BytesList(value=[video.encode()])),
     }
@@ -35,35 +41,14 @@ def write_shard(path: Path, records: Iterable[bytes]) -> None:
     tmp.replace(path)
 
 
-def clip_dataset(shards: list[str], n_frames: int, height: int, width: int,
-                 training: bool, seed: int) -> tf.data.Dataset:
-    """Yields ``(clip, label)`` pairs: uint8 ``(n_frames, height, width, 3)`` clips.
-
-    In training, each pass over the data draws one of a video's stored clips at random,
-    so the temporal start changes from epoch to epoch. Otherwise the first (centred) clip is
-    taken and the order is fixed. With the same seed, the same clips come in the same order.
-    """
-    spec = {
-        "clips": tf.io.FixedLenFeature([], tf.string),
-        "num_clips": tf.io.FixedLenFeature([], tf.int64),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-    }
-
-    def parse(record, draw):
-        example = tf.io.parse_single_example(record, spec)
-        clips = tf.reshape(tf.io.decode_raw(example["clips"], tf.uint8),
-                           (-1, n_frames, height, width, 3))
-        index = draw % example["num_clips"] if training else 0
-        return clips[index], tf.cast(example["label"], tf.int32)
-
-    dataset = tf.data.TFRecordDataset(shards)
-    if training:
-        dataset = dataset.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
-    # One random draw per record, from a seeded stream that changes every epoch.
-    draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-    return tf.data.Dataset.zip(dataset, draws).map(parse, num_parallel_calls=tf.data.AUTOTUNE)
+def parse(record: tf.Tensor, frame_shape: list[int]) -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes one record: its uint8 clip of ``frame_shape`` and its int32 label."""
+    example = tf.io.parse_single_example(record, FEATURES)
+    clip = tf.reshape(tf.io.decode_raw(example["clip"], tf.uint8), frame_shape)
+    return clip, tf.cast(example["label"], tf.int32)
 
 
-def to_model_input(clip):
-    """Scales uint8 frames to float32 in [0, 1], as the tutorial feeds its model."""
-    return tf.cast(clip, tf.float32) / 255.0
+def read_records(shards: list[str], frame_shape: list[int]) -> tf.data.Dataset:
+    """Yields ``(clip, label)`` for every record of the shards, in order."""
+    return (tf.data.TFRecordDataset(shards)
+            .map(lambda record: parse(record, frame_shape), num_parallel_calls=tf.data.AUTOTUNE))

@@ -1,7 +1,7 @@
 """The KFP component of the train model stage: a thin typed wrapper."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
 from components.images import TRAINER_IMAGE
 
@@ -13,23 +13,38 @@ def train_model(
     batch_size: int,
     learning_rate: float,
     seed: int,
+    random_flip: bool,
+    base_filters: int,
+    blocks_per_stage: int,
+    precision: str,
+    patience: int,
+    checkpoint_dir: str,
     model: Output[Model],
     metrics: Output[Metrics],
     learning_curves: Output[HTML],
+    tensorboard: Output[Artifact],
 ):
-    """Trains the tutorial's (2+1)D ResNet and plots its learning curves."""
+    """Trains the (2+1)D ResNet, resuming from checkpoint_dir, and plots its learning curves."""
+    import dataclasses
     from pathlib import Path
 
     from components.common import setup_logging
     from components.reports import img_tag, learning_curves_png, page
-    from components.train_model.train import final_metrics, train
+    from components.train_model.train import TrainConfig, train
 
     setup_logging()
-    history = train(Path(frames.path), Path(model.path), epochs, batch_size, learning_rate, seed)
-    for name, value in final_metrics(history).items():
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         seed=seed, flip=random_flip, base_filters=base_filters,
+                         blocks_per_stage=blocks_per_stage, precision=precision, patience=patience)
+    result = train(Path(frames.path), Path(model.path), config, checkpoint_dir,
+                   tensorboard_dir=Path(tensorboard.path))
+    for name, value in result.metrics.items():
         metrics.log_metric(name, value)
     model.metadata.update({"framework": "keras", "classes": frames.metadata.get("classes"),
-                           "epochs": epochs, "batch_size": batch_size,
-                           "learning_rate": learning_rate, "seed": seed, "source": frames.uri})
+                           "precision": result.precision, "replicas": result.replicas,
+                           "best_epoch": result.metrics["best_epoch"],
+                           "checkpoint_dir": checkpoint_dir, "source": frames.uri,
+                           **dataclasses.asdict(config)})
+    tensorboard.metadata["log_dir"] = tensorboard.uri
     Path(learning_curves.path).write_text(
-        page("Learning curves", img_tag(learning_curves_png(history), "learning curves")))
+        page("Learning curves", img_tag(learning_curves_png(result.history), "learning curves")))

@@ -2,7 +2,8 @@
 
 Each 3D convolution is factored into a spatial (1 x k x k) and a temporal (k x 1 x 1)
 convolution. Only Keras layers and einops are used (no ``tf.*``), so the model runs under any
-Keras 3 backend. With the tutorial's defaults and 10 classes it has 443,322 parameters.
+Keras 3 backend. With the tutorial's defaults and 10 classes it has 443,322 parameters. It
+takes uint8 frames and scales them to [0, 1] in its first layer, as the tutorial's input did.
 """
 
 from __future__ import annotations
@@ -120,26 +121,27 @@ def add_residual_block(x, filters: int, kernel_size: Sequence[int]):
     return layers.add([res, out])
 
 
-def build_model(num_classes: int, n_frames: int, height: int, width: int) -> keras.Model:
-    """Builds the tutorial's network for clips of ``n_frames x height x width x 3`` in [0, 1]."""
-    inputs = layers.Input(shape=(n_frames, height, width, 3))
-    x = Conv2Plus1D(filters=16, kernel_size=(3, 7, 7), padding="same")(inputs)
+def build_model(num_classes: int, n_frames: int, height: int, width: int,
+                base_filters: int = 16, blocks_per_stage: int = 1) -> keras.Model:
+    """Builds the network for uint8 clips of ``n_frames x height x width x 3``.
+
+    Four stages of ``blocks_per_stage`` residual blocks (the depth), with ``base_filters``
+    filters (the width) doubling at each stage; each stage but the last halves the frame size.
+    The defaults are the tutorial's. The logits are float32 under any precision policy.
+    """
+    inputs = layers.Input(shape=(n_frames, height, width, 3), dtype="uint8")
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = Conv2Plus1D(filters=base_filters, kernel_size=(3, 7, 7), padding="same")(x)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
     x = ResizeVideo(height // 2, width // 2)(x)
-
-    x = add_residual_block(x, 16, (3, 3, 3))
-    x = ResizeVideo(height // 4, width // 4)(x)
-
-    x = add_residual_block(x, 32, (3, 3, 3))
-    x = ResizeVideo(height // 8, width // 8)(x)
-
-    x = add_residual_block(x, 64, (3, 3, 3))
-    x = ResizeVideo(height // 16, width // 16)(x)
-
-    x = add_residual_block(x, 128, (3, 3, 3))
+    for stage in range(4):
+        for _ in range(blocks_per_stage):
+            x = add_residual_block(x, base_filters * 2**stage, (3, 3, 3))
+        if stage < 3:
+            x = ResizeVideo(height // 2 ** (stage + 2), width // 2 ** (stage + 2))(x)
 
     x = layers.GlobalAveragePooling3D()(x)
     x = layers.Flatten()(x)
-    outputs = layers.Dense(num_classes)(x)
+    outputs = layers.Dense(num_classes, dtype="float32")(x)
     return keras.Model(inputs, outputs, name="resnet_2plus1d")

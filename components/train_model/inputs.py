@@ -1,0 +1,62 @@
+"""The tf.data input pipeline: batches of uint8 clips from the extracted TFRecord shards.
+
+Training reads the shard groups in a shuffled order, several at once. For each group and
+epoch it draws one of the group's shards, so each video gives one of its stored clips (each a
+random temporal window of the video) and only that clip's bytes are read. If ``flip`` is set,
+each clip is mirrored left to right with probability 1/2. The clips are then shuffled within a
+buffer of bounded size. Validation and test batches hold each video's
+centred clip, in the manifest's order, the same at every pass. Clips stay uint8 until the
+model's first layer, so the host sends the accelerator a quarter of the bytes of float32.
+"""
+
+import math
+from pathlib import Path
+
+import tensorflow as tf
+
+from components.common import read_manifest
+from components.extract_frames.records import parse, read_records
+
+SHUFFLE_BUFFER_BYTES = 1 << 30  # the most memory the shuffle buffer of training clips takes
+PARALLEL_SHARDS = 8  # training shards read at once
+
+
+def shuffle_buffer_size(manifest: dict) -> int:
+    """How many training clips fit in the shuffle buffer, at least 1 and at most all of them."""
+    clip_bytes = math.prod(manifest["frame_shape"])
+    return max(1, min(manifest["counts"]["train"], SHUFFLE_BUFFER_BYTES // clip_bytes))
+
+
+def batches(frames_dir: Path, split: str, batch_size: int, training: bool = False,
+            seed: int = 0, flip: bool = False) -> tf.data.Dataset:
+    """Batches of ``(uint8 clips (batch, n_frames, height, width, 3), int32 labels)``.
+
+    With the same seed, training yields the same batches in the same order, and a different
+    order and draw at each epoch.
+    """
+    manifest = read_manifest(frames_dir)
+    frame_shape = manifest["frame_shape"]
+    groups = [[str(Path(frames_dir) / shard) for shard in group] for group in manifest["shards"][split]]
+    if not training:
+        dataset = read_records([group[0] for group in groups], frame_shape)
+    else:
+        def draw(seed_offset: int) -> tf.data.Dataset:  # a seeded stream, new at each epoch
+            return tf.data.Dataset.random(seed=seed + seed_offset, rerandomize_each_iteration=True)
+
+        shards = (tf.data.Dataset.zip(tf.data.Dataset.from_tensor_slices(groups), draw(0))
+                  .shuffle(len(groups), seed=seed)
+                  .map(lambda group, n: group[n % len(groups[0])]))
+
+        def augment(record, n):
+            clip, label = parse(record, frame_shape)
+            if flip:
+                clip = tf.cond(n % 2 == 1, lambda: tf.reverse(clip, axis=[2]), lambda: clip)
+            return clip, label
+
+        records = shards.interleave(tf.data.TFRecordDataset, cycle_length=PARALLEL_SHARDS,
+                                    num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        dataset = (tf.data.Dataset.zip(records, draw(1))
+                   .map(augment, num_parallel_calls=tf.data.AUTOTUNE)
+                   .shuffle(shuffle_buffer_size(manifest), seed=seed))
+    return (dataset.apply(tf.data.experimental.assert_cardinality(manifest["counts"][split]))
+            .batch(batch_size).prefetch(tf.data.AUTOTUNE))
