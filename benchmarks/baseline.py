@@ -8,17 +8,23 @@ with ``tf.image.resize_with_pad``, and ``tf.data.Dataset.from_generator`` batche
 
 import random
 import tempfile
+import zipfile
 from pathlib import Path
 
 import cv2
 import numpy as np
-import tensorflow as tf
 
+# TensorFlow is imported where it is used: the extractor's worker processes import this module
+# again when they start, and need none of it.
+
+CLASSES = 4
 UCF101_FRAME_SIZE = (320, 240)  # width, height
 UCF101_FRAMES = 175  # about 7 s at 25 fps, UCF101's mean clip length
 
 
-def format_frames(frame: np.ndarray, output_size: tuple[int, int]) -> tf.Tensor:
+def format_frames(frame: np.ndarray, output_size: tuple[int, int]):
+    import tensorflow as tf
+
     frame = tf.image.convert_image_dtype(frame, tf.float32)
     return tf.image.resize_with_pad(frame, *output_size)
 
@@ -61,26 +67,34 @@ class FrameGenerator:
             yield frames, self.class_ids_for_name[name]
 
 
-def tutorial_dataset(split_dir: Path, n_frames: int, size: int, frame_step: int,
-                     batch_size: int) -> tf.data.Dataset:
+def tutorial_dataset(split_dir: Path, n_frames: int, size: int, frame_step: int, batch_size: int):
     """The tutorial's training dataset: float32 frames in [0, 1], decoded at every epoch."""
+    import tensorflow as tf
+
     signature = (tf.TensorSpec(shape=(None, None, None, 3), dtype=tf.float32),
                  tf.TensorSpec(shape=(), dtype=tf.int16))
     generator = FrameGenerator(split_dir, n_frames, (size, size), frame_step, training=True)
     return tf.data.Dataset.from_generator(generator, output_signature=signature).batch(batch_size)
 
 
-def make_videos(output_dir: Path, videos_per_class: int, seed: int = 0) -> Path:
-    """Downloads a subset of UCF101-sized synthetic videos (4 classes, 320 x 240 XVID, 175
-    frames) with the project's download stage: ``output_dir/train/<class>/*.avi``."""
+def make_videos(output_dir: Path, videos_per_class: int, clip: Path | None = None, seed: int = 0) -> Path:
+    """Downloads, with the project's download stage, a UCF101-layout subset of 4 classes into
+    ``output_dir/<split>/<class>/*.avi``: synthetic videos of UCF101's size (320 x 240 XVID,
+    175 frames), or copies of a real ``clip``."""
     from components.download_subset.download import download_subset_to
     from pipelines.demo_data import make_demo_zip
 
     with tempfile.TemporaryDirectory() as tmp:
-        archive = make_demo_zip(Path(tmp) / "UCF101.zip", groups=videos_per_class, clips_per_group=1,
-                                frames_per_clip=UCF101_FRAMES, seed=seed,
-                                frame_size=UCF101_FRAME_SIZE)
-        download_subset_to(str(archive), output_dir, num_classes=4,
+        archive = Path(tmp) / "UCF101.zip"
+        if clip is None:
+            make_demo_zip(archive, groups=videos_per_class, clips_per_group=1,
+                          frames_per_clip=UCF101_FRAMES, seed=seed, frame_size=UCF101_FRAME_SIZE)
+        else:
+            with zipfile.ZipFile(archive, "w") as zf:
+                for c in range(CLASSES):
+                    for g in range(1, videos_per_class + 1):
+                        zf.write(clip, f"UCF101/v_Class{c}_g{g:02d}_c01.avi")
+        download_subset_to(str(archive), output_dir, num_classes=CLASSES,
                            train_per_class=videos_per_class - 2, val_per_class=1,
                            test_per_class=1, seed=seed)
     return Path(output_dir)

@@ -22,7 +22,7 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Metrics, Model
 from components.download_subset.component import download_subset
 from components.download_subset.download import UCF101_URL
 from components.evaluate_model.component import evaluate_model
-from components.extract_frames.component import extract_frames
+from components.extract_frames.component import extract_frames, extraction_parts, gather_frames
 from components.train_model.component import train_model
 
 PIPELINE_NAME = "video-action-classification"
@@ -56,6 +56,9 @@ def video_classification_pipeline(
     height: int = 224,
     width: int = 224,
     clips_per_train_video: int = 3,
+    frame_encoding: str = "raw",
+    max_failed_fraction: float = 0.01,
+    extract_parts: int = 1,
     epochs: int = 50,
     batch_size: int = 8,
     learning_rate: float = 1e-4,
@@ -76,13 +79,21 @@ def video_classification_pipeline(
         val_per_class=val_per_class, test_per_class=test_per_class, seed=seed)
     download.set_cpu_request("1").set_memory_request("2G")
 
-    extract = extract_frames(
-        videos=download.outputs["dataset"], n_frames=n_frames, frame_step=frame_step,
-        height=height, width=width, clips_per_train_video=clips_per_train_video, seed=seed)
-    extract.set_cpu_request("2").set_memory_request("4G")
+    parts = extraction_parts(num_parts=extract_parts)
+    parts.set_cpu_request("0.1").set_memory_request("256M")
+    with dsl.ParallelFor(items=parts.output, name="extract-parts") as part:
+        extract = extract_frames(
+            videos=download.outputs["dataset"], part=part, num_parts=extract_parts, n_frames=n_frames,
+            frame_step=frame_step, height=height, width=width,
+            clips_per_train_video=clips_per_train_video, frame_encoding=frame_encoding,
+            max_failed_fraction=max_failed_fraction, seed=seed)
+        extract.set_cpu_request("4").set_memory_request("8G")
+    gather = gather_frames(parts=dsl.Collected(extract.outputs["frames"]),
+                           max_failed_fraction=max_failed_fraction)
+    gather.set_cpu_request("1").set_memory_request("2G")
 
     train = train_model(
-        frames=extract.outputs["frames"], epochs=epochs, batch_size=batch_size,
+        frames=gather.outputs["frames"], epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, seed=seed, random_flip=random_flip, base_filters=base_filters,
         blocks_per_stage=blocks_per_stage, precision=precision, patience=patience,
         checkpoint_dir=checkpoint_dir)
@@ -92,7 +103,7 @@ def video_classification_pipeline(
     kubernetes.add_node_selector_json(train, gpu_node_selector)
     kubernetes.add_toleration_json(train, gpu_tolerations)
 
-    evaluate = evaluate_model(frames=extract.outputs["frames"], model=train.outputs["model"])
+    evaluate = evaluate_model(frames=gather.outputs["frames"], model=train.outputs["model"])
     evaluate.set_cpu_request("2").set_memory_request("8G")
 
     return PipelineOutputs(

@@ -1,19 +1,20 @@
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from components.common import MANIFEST
-from components.extract_frames.extract import extract_dataset
-from components.extract_frames.records import read_records
-from components.extract_frames.video import (
-    VideoError,
-    centre_start,
-    frame_count,
-    read_clips,
-    resize_with_pad,
-)
+from components.extract_frames.extract import ClipSpec, extract_dataset, gather_parts
+from components.extract_frames.records import encode, parse, read_records
+from components.extract_frames.video import Video, VideoError, centre_start, resize_with_pad
 from tests.conftest import TINY
+
+
+def read_clips(path, starts, n_frames, frame_step, height, width):
+    with Video(path) as video:
+        return video.read_clips(starts, n_frames, frame_step, height, width), video
 
 
 def test_resize_with_pad_matches_tensorflow(real_clips):
@@ -36,18 +37,19 @@ def test_resize_with_pad_matches_tensorflow(real_clips):
                                   "h264_340x256_30fps_32f.mp4"])
 def test_real_clips_decode_deterministically(real_clips, name):
     path = real_clips[name]
-    total = frame_count(path)
+    with Video(path) as video:
+        total = video.frame_count
     start = centre_start(total, 10, 15)
-    clips, read = read_clips(path, [start], 10, 15, 224, 224)
+    clips, video = read_clips(path, [start], 10, 15, 224, 224)
     again, _ = read_clips(path, [start], 10, 15, 224, 224)
     assert clips.shape == (1, 10, 224, 224, 3) and clips.dtype == np.uint8
     assert np.array_equal(clips, again)
+    assert video.decoded == total == int(name.split("_")[-1][:-5])  # read to the end
     assert clips[0, 0].mean() > 10, "the first frame is black"
     if total >= 136:
-        assert read == start + 136 and clips[0, -1].mean() > 10
+        assert clips[0, -1].mean() > 10
     else:  # 32 frames: the clip runs past the end, and the frames after it are black
-        assert start == 0 and read == total
-        assert (clips[0, (total - 1) // 15 + 1:] == 0).all()
+        assert start == 0 and (clips[0, (total - 1) // 15 + 1:] == 0).all()
 
 
 def test_one_pass_gives_the_same_frames_as_separate_reads(real_clips):
@@ -62,8 +64,16 @@ def test_one_pass_gives_the_same_frames_as_separate_reads(real_clips):
 def test_unreadable_video_is_named(tmp_path):
     fake = tmp_path / "v_Fake_g01_c01.avi"
     fake.write_text("not a video")
-    with pytest.raises(VideoError, match="v_Fake_g01_c01.avi"):
+    with pytest.raises(VideoError, match="v_Fake_g01_c01.avi: OpenCV cannot open"):
         read_clips(fake, [0], 4, 2, 32, 32)
+
+
+def test_a_truncated_video_is_caught(real_clips, tmp_path):
+    whole = real_clips["mpeg4_320x240_25fps_164f.avi"].read_bytes()
+    cut = tmp_path / "v_Cut_g01_c01.avi"
+    cut.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(VideoError, match=r"v_Cut_g01_c01.avi: truncated: \d+ of the 164 frames"):
+        read_clips(cut, [0], 4, 2, 32, 32)
 
 
 def test_dataset_manifest_and_records(frames_dir, videos_dir):
@@ -82,7 +92,7 @@ def test_dataset_manifest_and_records(frames_dir, videos_dir):
 
 
 def test_val_and_test_sampling_is_deterministic(frames_dir, videos_dir, tmp_path):
-    extract_dataset(videos_dir, tmp_path, clips_per_train_video=2, seed=0, **TINY)
+    extract_dataset(videos_dir, tmp_path, ClipSpec(**TINY, clips_per_train_video=2, seed=0))
     manifest = json.loads((frames_dir / MANIFEST).read_text())
     for split in ("val", "test"):
         ours = [str(frames_dir / group[0]) for group in manifest["shards"][split]]
@@ -92,19 +102,86 @@ def test_val_and_test_sampling_is_deterministic(frames_dir, videos_dir, tmp_path
             assert np.array_equal(a.numpy(), b.numpy())
 
 
-def test_a_bad_video_fails_the_stage_naming_it(videos_dir, tmp_path):
+@pytest.fixture
+def videos_with_bad_ones(videos_dir, real_clips, tmp_path) -> tuple[Path, dict[str, str]]:
+    """The test videos, four of them replaced: empty, text, truncated, and cut to its header."""
     import shutil
 
     copy = tmp_path / "videos"
     shutil.copytree(videos_dir, copy)
-    victim = json.loads((copy / MANIFEST).read_text())["files"][3]["path"]
-    (copy / victim).write_bytes(b"garbage")
-    with pytest.raises(VideoError, match=f"1 of 36 videos could not be decoded:\n.*{victim}"):
-        extract_dataset(copy, tmp_path / "frames", clips_per_train_video=2, seed=0, **TINY)
+    files = [f["path"] for f in json.loads((copy / MANIFEST).read_text())["files"]]
+    real = real_clips["mpeg4_320x240_25fps_164f.avi"].read_bytes()
+    bad = {files[1]: (b"", "cannot open"), files[5]: (b"just some text", "cannot open"),
+           files[20]: (real[: len(real) // 2], "truncated: .* of the 164 frames"),
+           files[30]: (real[:6000], "")}
+    for path, (data, _) in bad.items():
+        (copy / path).write_bytes(data)
+    return copy, {path: reason for path, (_, reason) in bad.items()}
+
+
+def test_bad_videos_are_reported_and_left_out(videos_with_bad_ones, tmp_path):
+    videos, bad = videos_with_bad_ones
+    spec = ClipSpec(**TINY, clips_per_train_video=2, seed=0)
+    manifest = extract_dataset(videos, tmp_path, spec, max_failed_fraction=0.15)
+    failed = {v["video"]: v["error"] for v in manifest["videos"] if v["status"] == "failed"}
+    assert set(failed) == set(bad) and manifest["failed"] == 4
+    for path, reason in bad.items():
+        assert re.search(f"{path}: .*{reason}", failed[path])
+    assert sum(manifest["counts"].values()) == 32
+    for split, count in manifest["counts"].items():
+        shards = [str(tmp_path / group[0]) for group in manifest["shards"][split]]
+        assert sum(1 for _ in read_records(shards, manifest["frame_shape"])) == count
+
+
+def test_too_many_bad_videos_fail_the_stage_naming_them(videos_with_bad_ones, tmp_path):
+    videos, bad = videos_with_bad_ones
+    spec = ClipSpec(**TINY, clips_per_train_video=2, seed=0)
+    with pytest.raises(VideoError, match="4 of 36 videos could not be decoded, more than "
+                                         "max_failed_fraction=0.1 allows") as error:
+        extract_dataset(videos, tmp_path / "frames", spec, max_failed_fraction=0.1)
+    assert all(path in str(error.value) for path in bad)
     assert not (tmp_path / "frames" / MANIFEST).exists()
 
 
-def test_parameters_are_checked(videos_dir, tmp_path):
-    with pytest.raises(ValueError, match="frame_step must be at least 1"):
-        extract_dataset(videos_dir, tmp_path, clips_per_train_video=2, seed=0,
-                        **{**TINY, "frame_step": 0})
+def test_parts_gathered_are_the_whole(videos_dir, tmp_path, monkeypatch):
+    from components.extract_frames import extract
+
+    monkeypatch.setattr(extract, "VIDEOS_PER_SHARD", 5)  # 4 train, 2 val, 3 test groups
+    spec = ClipSpec(**TINY, clips_per_train_video=2, seed=0)
+    whole = extract_dataset(videos_dir, tmp_path / "whole", spec)
+    for part in range(3):
+        extract_dataset(videos_dir, tmp_path / f"part{part}", spec, part=part, num_parts=3, workers=1)
+    gathered = gather_parts([tmp_path / f"part{p}" for p in (2, 0, 1)], tmp_path / "gathered", 0.0)
+    assert gathered == {**whole, "part": [0, 1]}
+    names = [n for groups in whole["shards"].values() for group in groups for n in group]
+    assert len(names) == 4 * 2 + 2 + 3
+    for name in names:
+        assert (tmp_path / "gathered" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    with pytest.raises(ValueError, match=r"the parts given are \[0, 2\], not all 3"):
+        gather_parts([tmp_path / "part0", tmp_path / "part2"], tmp_path / "bad", 0.0)
+
+
+def test_jpeg_frames_are_a_tenth_of_the_bytes_and_close(real_clips):
+    import tensorflow as tf
+
+    clip = read_clips(real_clips["mpeg4_320x240_25fps_164f.avi"], [14], 10, 15, 224, 224)[0][0]
+    raw, jpeg = (encode(clip, 0, "v", encoding) for encoding in ("raw", "jpeg"))
+    decoded = parse(tf.constant(jpeg), [10, 224, 224, 3], "jpeg")[0].numpy()
+    mse = np.mean((decoded.astype(np.float64) - clip) ** 2)
+    psnr = 10 * np.log10(255**2 / mse)
+    print(f"raw {len(raw)} B, jpeg {len(jpeg)} B ({len(jpeg) / len(raw):.3f}), PSNR {psnr:.1f} dB")
+    assert len(jpeg) < 0.1 * len(raw) and psnr > 35
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"frame_step": 0}, "frame_step must be at least 1"),
+    ({"frame_encoding": "png"}, "frame_encoding must be one of raw, jpeg"),
+    ({"part": 2, "num_parts": 2}, r"part must be in \[0, 2\)"),
+    ({"max_failed_fraction": 1.5}, r"max_failed_fraction must be in \[0, 1\]"),
+])
+def test_parameters_are_checked(videos_dir, tmp_path, change, message):
+    spec_fields = {**TINY, "clips_per_train_video": 2, "seed": 0, "frame_encoding": "raw"}
+    spec = ClipSpec(**{k: change.get(k, v) for k, v in spec_fields.items()})
+    options = {k: v for k, v in change.items() if k not in spec_fields}
+    with pytest.raises(ValueError, match=message):
+        extract_dataset(videos_dir, tmp_path, spec, **options)

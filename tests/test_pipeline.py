@@ -6,7 +6,8 @@ import yaml
 
 from pipelines.video_classification import COMPILED_YAML, compile_pipeline
 
-STAGES = ["download-subset", "extract-frames", "train-model", "evaluate-model"]
+STAGES = ["download-subset", "extraction-parts", "extract-frames", "gather-frames", "train-model",
+          "evaluate-model"]
 
 
 def test_committed_yaml_is_up_to_date(tmp_path):
@@ -15,7 +16,7 @@ def test_committed_yaml_is_up_to_date(tmp_path):
         "pipelines/video_classification.yaml is stale: run `videoclf compile`")
 
 
-def test_yaml_has_four_typed_executors_and_a_gpu_on_training():
+def test_yaml_has_typed_executors_a_fan_out_and_a_gpu_on_training():
     spec, platform = yaml.safe_load_all(COMPILED_YAML.read_text())
     executors = spec["deploymentSpec"]["executors"]
     assert sorted(executors) == sorted(f"exec-{s}" for s in STAGES)
@@ -26,6 +27,11 @@ def test_yaml_has_four_typed_executors_and_a_gpu_on_training():
                  for name, c in components.items()}
     assert artifacts["comp-download-subset"] == {"dataset": "system.Dataset"}
     assert artifacts["comp-extract-frames"] == {"videos": "system.Dataset", "frames": "system.Dataset"}
+    assert artifacts["comp-gather-frames"] == {"parts": "system.Dataset", "frames": "system.Dataset"}
+    # Extraction fans out over pods, one per part, and the parts are gathered.
+    loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--extraction-parts-Output"
+    assert spec["components"]["comp-gather-frames"]["inputDefinitions"]["artifacts"]["parts"]["isArtifactList"]
     assert artifacts["comp-train-model"] == {"frames": "system.Dataset", "model": "system.Model",
                                              "metrics": "system.Metrics",
                                              "learning_curves": "system.HTML",
@@ -78,7 +84,7 @@ def test_end_to_end_local_run(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), "--epochs", "1",
          "--train-per-class", "4", "--val-per-class", "2", "--test-per-class", "2",
-         "--n-frames", "4", "--height", "32", "--width", "32"],
+         "--n-frames", "4", "--height", "32", "--width", "32", "--extract-parts", "2"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])

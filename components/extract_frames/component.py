@@ -1,4 +1,10 @@
-"""The KFP component of the extract frames stage: a thin typed wrapper."""
+"""The KFP components of the extract frames stage: thin typed wrappers.
+
+``extraction_parts`` lists the parts, ``extract_frames`` runs in one pod per part (a
+``dsl.ParallelFor``), and ``gather_frames`` merges the parts into one dataset.
+"""
+
+from typing import List  # noqa: UP035 (KFP reads typing.List in component signatures)
 
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
@@ -7,25 +13,58 @@ from components.images import DATA_IMAGE
 
 
 @dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+def extraction_parts(num_parts: int) -> List[int]:  # noqa: UP006
+    """The part numbers 0 .. num_parts - 1, for the ParallelFor over extraction pods."""
+    if num_parts < 1:
+        raise ValueError(f"extract_parts must be at least 1, got {num_parts}")
+    return list(range(num_parts))
+
+
+@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
 def extract_frames(
     videos: Input[Dataset],
+    part: int,
+    num_parts: int,
     n_frames: int,
     frame_step: int,
     height: int,
     width: int,
     clips_per_train_video: int,
+    frame_encoding: str,
+    max_failed_fraction: float,
     seed: int,
     frames: Output[Dataset],
 ):
-    """Decodes each video into RGB clips resized with padding, as TFRecord shards per split."""
+    """Decodes one part of the videos into RGB clips resized with padding, as TFRecord shards."""
     from pathlib import Path
 
     from components.common import setup_logging
-    from components.extract_frames.extract import extract_dataset
+    from components.extract_frames.extract import ClipSpec, extract_dataset
 
     setup_logging()
-    manifest = extract_dataset(Path(videos.path), Path(frames.path), n_frames, frame_step,
-                               height, width, clips_per_train_video, seed)
-    frames.metadata.update({"classes": manifest["classes"], "counts": manifest["counts"],
-                            "frame_shape": manifest["frame_shape"], "frame_step": frame_step,
-                            "clips_per_train_video": clips_per_train_video, "source": videos.uri})
+    spec = ClipSpec(n_frames, frame_step, height, width, clips_per_train_video, seed, frame_encoding)
+    manifest = extract_dataset(Path(videos.path), Path(frames.path), spec, max_failed_fraction,
+                               part, num_parts)
+    frames.metadata.update({"part": part, "num_parts": num_parts, "counts": manifest["counts"],
+                            "failed": manifest["failed"], "source": videos.uri})
+
+
+@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+def gather_frames(
+    parts: Input[List[Dataset]],  # noqa: UP006
+    max_failed_fraction: float,
+    frames: Output[Dataset],
+):
+    """Merges the extracted parts into one dataset of clips."""
+    from pathlib import Path
+
+    from components.common import setup_logging
+    from components.extract_frames.extract import gather_parts
+
+    setup_logging()
+    manifest = gather_parts([Path(p.path) for p in parts], Path(frames.path), max_failed_fraction)
+    frames.metadata.update({
+        "classes": manifest["classes"], "counts": manifest["counts"], "failed": manifest["failed"],
+        "frame_shape": manifest["frame_shape"], "frame_step": manifest["frame_step"],
+        "frame_encoding": manifest["frame_encoding"],
+        "clips_per_train_video": manifest["clips_per_train_video"], "parts": [p.uri for p in parts]})

@@ -2,7 +2,9 @@
 
 Sampling follows the tutorial: ``n_frames`` frames, ``frame_step`` frames apart, from a start
 frame. Frames past the end of a short video are black, as in the tutorial. Skipped frames are
-only grabbed, never converted, and every kept frame is resized with padding in OpenCV.
+only grabbed, never converted, and every kept frame is resized with padding in OpenCV. A file
+that does not open, decodes no frame, or decodes fewer frames than its header declares (a
+truncated file) raises VideoError naming it.
 """
 
 from __future__ import annotations
@@ -37,17 +39,6 @@ def span(n_frames: int, frame_step: int) -> int:
     return 1 + (n_frames - 1) * frame_step
 
 
-def frame_count(path: Path) -> int:
-    """The number of frames the container declares (may be off by a few for some codecs)."""
-    capture = cv2.VideoCapture(str(path))
-    try:
-        if not capture.isOpened():
-            raise VideoError(f"{path}: OpenCV cannot open this file as a video")
-        return max(0, int(capture.get(cv2.CAP_PROP_FRAME_COUNT)))
-    finally:
-        capture.release()
-
-
 def centre_start(total_frames: int, n_frames: int, frame_step: int) -> int:
     """The deterministic start used for validation, test and prediction: the clip is centred."""
     return max(0, total_frames - span(n_frames, frame_step)) // 2
@@ -60,35 +51,50 @@ def random_starts(total_frames: int, n_frames: int, frame_step: int, count: int,
     return [int(s) for s in rng.integers(0, max_start + 1, size=count)]
 
 
-def read_clips(path: Path, starts: Sequence[int], n_frames: int, frame_step: int,
-               height: int, width: int) -> tuple[np.ndarray, int]:
-    """Decodes one clip per start in a single pass over the video.
+class Video:
+    """A video file opened once: its declared frame count, then clips read in one pass."""
 
-    Returns RGB uint8 clips of shape ``(len(starts), n_frames, height, width, 3)`` and the
-    number of frames actually decoded. Raises VideoError when not one frame decodes.
-    """
-    wanted: dict[int, list[tuple[int, int]]] = {}
-    for c, start in enumerate(starts):
-        for t in range(n_frames):
-            wanted.setdefault(start + t * frame_step, []).append((c, t))
-    clips = np.zeros((len(starts), n_frames, height, width, 3), np.uint8)
-    capture = cv2.VideoCapture(str(path))
-    decoded = 0
-    try:
-        if not capture.isOpened():
+    TRUNCATION_TOLERANCE = 2  # frames a container may over-declare without being truncated
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.capture = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
+        if not self.capture.isOpened():
+            self.capture.release()
             raise VideoError(f"{path}: OpenCV cannot open this file as a video")
-        last = max(wanted)
-        while decoded <= last and capture.grab():
-            if decoded in wanted:
-                ok, frame = capture.retrieve()
+        self.frame_count = max(0, int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT)))
+        self.decoded = 0  # frames decoded so far
+
+    def __enter__(self) -> Video:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.capture.release()
+
+    def read_clips(self, starts: Sequence[int], n_frames: int, frame_step: int, height: int,
+                   width: int) -> np.ndarray:
+        """RGB uint8 clips of shape ``(len(starts), n_frames, height, width, 3)``.
+
+        Decodes on to the end of the file (grabbing only), so that ``decoded`` is the true
+        length and a truncated file is caught.
+        """
+        wanted: dict[int, list[tuple[int, int]]] = {}
+        for c, start in enumerate(starts):
+            for t in range(n_frames):
+                wanted.setdefault(start + t * frame_step, []).append((c, t))
+        clips = np.zeros((len(starts), n_frames, height, width, 3), np.uint8)
+        while self.capture.grab():
+            if self.decoded in wanted:
+                ok, frame = self.capture.retrieve()
                 if not ok:
                     break
                 rgb = cv2.cvtColor(resize_with_pad(frame, height, width), cv2.COLOR_BGR2RGB)
-                for c, t in wanted[decoded]:
+                for c, t in wanted[self.decoded]:
                     clips[c, t] = rgb
-            decoded += 1
-    finally:
-        capture.release()
-    if decoded == 0:
-        raise VideoError(f"{path}: no frame could be decoded")
-    return clips, decoded
+            self.decoded += 1
+        if self.decoded == 0:
+            raise VideoError(f"{self.path}: no frame could be decoded")
+        if self.decoded < self.frame_count - self.TRUNCATION_TOLERANCE:
+            raise VideoError(f"{self.path}: truncated: {self.decoded} of the {self.frame_count} "
+                             f"frames its header declares decode")
+        return clips

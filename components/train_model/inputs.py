@@ -35,10 +35,10 @@ def batches(frames_dir: Path, split: str, batch_size: int, training: bool = Fals
     order and draw at each epoch.
     """
     manifest = read_manifest(frames_dir)
-    frame_shape = manifest["frame_shape"]
+    frame_shape, encoding = manifest["frame_shape"], manifest["frame_encoding"]
     groups = [[str(Path(frames_dir) / shard) for shard in group] for group in manifest["shards"][split]]
     if not training:
-        dataset = read_records([group[0] for group in groups], frame_shape)
+        dataset = read_records([group[0] for group in groups], frame_shape, encoding)
     else:
         def draw(seed_offset: int) -> tf.data.Dataset:  # a seeded stream, new at each epoch
             return tf.data.Dataset.random(seed=seed + seed_offset, rerandomize_each_iteration=True)
@@ -48,7 +48,7 @@ def batches(frames_dir: Path, split: str, batch_size: int, training: bool = Fals
                   .map(lambda group, n: group[n % len(groups[0])]))
 
         def augment(record, n):
-            clip, label = parse(record, frame_shape)
+            clip, label = parse(record, frame_shape, encoding)
             if flip:
                 clip = tf.cond(n % 2 == 1, lambda: tf.reverse(clip, axis=[2]), lambda: clip)
             return clip, label
