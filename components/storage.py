@@ -6,6 +6,7 @@ google-cloud-storage, which honours ``STORAGE_EMULATOR_HOST``.
 """
 
 import shutil
+import zlib
 from pathlib import Path
 
 from components.common import atomic_write_bytes
@@ -50,11 +51,26 @@ class Folder:
         blob = self._blob(name)
         return blob.download_as_text() if blob.exists() else None
 
-    def write_text(self, name: str, text: str) -> None:
+    def holds(self, name: str, size: int, crc32: int) -> bool:
+        """Whether the file is there whole: its size and CRC-32 are these (a Cloud Storage
+        object's CRC-32 is read from the metadata that ``write_bytes`` gives it)."""
         if self._bucket is None:
-            atomic_write_bytes(self._local / name, text.encode())
+            path = self._local / name
+            return (path.is_file() and path.stat().st_size == size
+                    and zlib.crc32(path.read_bytes()) == crc32)
+        blob = self._bucket.get_blob(self._blob(name).name)
+        return blob is not None and blob.size == size and (blob.metadata or {}).get("crc32") == str(crc32)
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        if self._bucket is None:
+            atomic_write_bytes(self._local / name, data)
         else:
-            self._blob(name).upload_from_string(text)
+            blob = self._blob(name)
+            blob.metadata = {"crc32": str(zlib.crc32(data))}
+            blob.upload_from_string(data)
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_bytes(name, text.encode())
 
     def upload(self, local: Path, name: str) -> None:
         """Copies a local file into the folder under ``name``."""

@@ -29,7 +29,7 @@ DEMO_PARAMS = {
     "seed": 0,
     "random_flip": False,  # a mirrored DriftLeft clip is a DriftRight one
 }
-GROUPS, CLIPS_PER_GROUP = 25, 6  # 150 clips per class, all of which the demo uses
+GROUPS, CLIPS_PER_GROUP = 28, 6  # 168 clips per class: enough whole groups for 100/20/30
 
 
 def run_demo(output_dir: Path, **overrides) -> dict:

@@ -51,6 +51,7 @@ def video_classification_pipeline(
     train_per_class: int = 30,
     val_per_class: int = 10,
     test_per_class: int = 10,
+    split_by: str = "group",
     n_frames: int = 10,
     frame_step: int = 15,
     height: int = 224,
@@ -76,7 +77,7 @@ def video_classification_pipeline(
 ) -> PipelineOutputs:
     download = download_subset(
         source_url=source_url, num_classes=num_classes, train_per_class=train_per_class,
-        val_per_class=val_per_class, test_per_class=test_per_class, seed=seed)
+        val_per_class=val_per_class, test_per_class=test_per_class, seed=seed, split_by=split_by)
     download.set_cpu_request("1").set_memory_request("2G")
 
     parts = extraction_parts(num_parts=extract_parts)

@@ -30,8 +30,8 @@ def real_clips() -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def demo_zip(tmp_path_factory) -> Path:
-    """4 classes x 3 groups x 3 clips of 12 frames."""
-    return make_demo_zip(tmp_path_factory.mktemp("zip") / "UCF101.zip", groups=3,
+    """4 classes x 4 groups x 3 clips of 12 frames."""
+    return make_demo_zip(tmp_path_factory.mktemp("zip") / "UCF101.zip", groups=4,
                          clips_per_group=3, frames_per_clip=12)
 
 

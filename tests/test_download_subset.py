@@ -1,12 +1,14 @@
 import json
 import zipfile
 import zlib
+from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 
 from components.common import MANIFEST
 from components.download_subset.download import SourceError, download_subset_to
-from pipelines.range_server import serve_directory
+from pipelines.range_server import RangeRequestHandler, serve_directory
 
 
 def download(source, out, **overrides):
@@ -30,6 +32,19 @@ def test_layout_manifest_and_crc(videos_dir, demo_zip):
         assert zlib.crc32(path.read_bytes()) == entry["crc32"] == crcs[name]
     names = [e["path"].rsplit("/", 1)[-1] for e in manifest["files"]]
     assert len(set(names)) == len(names), "a clip landed in two splits"
+    splits_of_group = {}
+    for entry in manifest["files"]:
+        splits_of_group.setdefault((entry["class"], entry["group"]), set()).add(entry["split"])
+    assert manifest["split_by"] == "group" and all(len(s) == 1 for s in splits_of_group.values())
+
+
+def test_the_tutorials_per_file_split_is_an_option(demo_url, tmp_path):
+    manifest = download(demo_url, tmp_path, split_by="file", seed=3)
+    assert manifest["split_by"] == "file" and manifest["counts"] == {"train": 16, "val": 8, "test": 12}
+    splits_of_group = {}
+    for entry in manifest["files"]:
+        splits_of_group.setdefault((entry["class"], entry["group"]), set()).add(entry["split"])
+    assert any(len(s) > 1 for s in splits_of_group.values()), "no group was split: not per file"
 
 
 def test_same_seed_same_split_other_seed_other_split(videos_dir, demo_url, tmp_path):
@@ -55,8 +70,6 @@ def test_rerun_keeps_intact_files_and_replaces_damaged_ones(demo_url, tmp_path):
 
 
 def test_only_the_needed_members_are_read(demo_zip, tmp_path):
-    from pipelines.range_server import RangeRequestHandler
-
     ranges, sent = [], []
 
     class Counting(RangeRequestHandler):
@@ -68,15 +81,18 @@ def test_only_the_needed_members_are_read(demo_zip, tmp_path):
 
     with serve_directory(demo_zip.parent, Counting) as base_url:
         manifest = download(f"{base_url}/{demo_zip.name}", tmp_path, num_classes=1,
-                            train_per_class=1, val_per_class=1, test_per_class=1)
+                            train_per_class=1, val_per_class=1, test_per_class=1, threads=1)
     assert None not in ranges, "a request fetched the whole zip"
     clip_bytes = sum(f["size"] for f in manifest["files"])
-    assert clip_bytes <= sum(sent) < clip_bytes + 128 * 1024 < demo_zip.stat().st_size
+    # Each handle on the zip (the listing's, and one per fetching thread) reads its last 64 KiB.
+    assert clip_bytes <= sum(sent) < clip_bytes + 2 * 64 * 1024 + 4096 < demo_zip.stat().st_size
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"num_classes": 5}, "num_classes=5 asked, but .* has only 4 classes"),
-    ({"train_per_class": 8}, "class DriftDown has 9 clips .* fewer than the 13"),
+    ({"train_per_class": 8}, "class DriftDown has 12 clips .* fewer than the 13"),
+    ({"train_per_class": 7}, r"too few groups .* 7/2/3 .*\(4 groups, 12 clips\).*split_by='file'"),
+    ({"split_by": "actor"}, "split_by must be one of group, file"),
     ({"val_per_class": 0}, "val_per_class must be at least 1"),
 ])
 def test_impossible_requests_are_refused(demo_url, tmp_path, overrides, message):
@@ -88,7 +104,7 @@ def test_impossible_requests_are_refused(demo_url, tmp_path, overrides, message)
 def test_unreachable_url_names_the_source(tmp_path):
     url = "http://127.0.0.1:9/UCF101.zip"
     with pytest.raises(SourceError, match="cannot read a zip at http://127.0.0.1:9/UCF101.zip"):
-        download(url, tmp_path)
+        download(url, tmp_path, retries=1)
     assert not (tmp_path / MANIFEST).exists()
 
 
@@ -106,4 +122,94 @@ def test_zip_without_ucf101_layout(tmp_path):
 def test_a_file_that_is_not_a_zip(tmp_path):
     (tmp_path / "not.zip").write_text("hello")
     with pytest.raises(SourceError, match="cannot read a zip at .*not.zip"):
-        download(str(tmp_path / "not.zip"), tmp_path / "out")
+        download(str(tmp_path / "not.zip"), tmp_path / "out", retries=1)
+
+
+class Flaky(RangeRequestHandler):
+    """Answers each byte range first with 503, then cut off halfway, then whole."""
+
+    seen: dict[str, int] = {}
+    faults: list[str] = []
+
+    def send_head(self):
+        key = self.headers.get("Range")
+        self.cut = False
+        if key is not None:
+            self.seen[key] = self.seen.get(key, 0) + 1
+            if self.seen[key] == 1:
+                self.faults.append("503")
+                self.send_error(HTTPStatus.SERVICE_UNAVAILABLE)
+                return None
+            self.cut = self.seen[key] == 2
+        return super().send_head()
+
+    def copyfile(self, source, outputfile):
+        if not self.cut or self._remaining is None:
+            return super().copyfile(source, outputfile)
+        self.faults.append("cut")
+        outputfile.write(source.read(self._remaining // 2))
+        self.close_connection = True
+
+
+def test_faults_are_retried_until_the_subset_is_whole_and_verified(demo_zip, tmp_path, monkeypatch):
+    from components.download_subset import download as stage
+
+    monkeypatch.setattr(stage, "BACKOFF_SECONDS", 0.01)
+    with serve_directory(demo_zip.parent, Flaky) as base_url:
+        manifest = download(f"{base_url}/{demo_zip.name}", tmp_path, threads=4)
+    assert len(manifest["files"]) == 36
+    # Members inside the 64 KiB that a handle reads first need no request of their own; every
+    # other member's read failed twice (503, then cut off) before it came whole.
+    assert Flaky.faults.count("503") >= 24 and Flaky.faults.count("cut") >= 24
+    for entry in manifest["files"]:
+        assert zlib.crc32((tmp_path / entry["path"]).read_bytes()) == entry["crc32"]
+
+
+def test_unsafe_names_are_refused_and_bad_videos_reported(demo_zip, real_clips, tmp_path):
+    from components.extract_frames.extract import ClipSpec, extract_dataset
+
+    real = real_clips["mpeg4_320x240_25fps_164f.avi"].read_bytes()
+    hostile = tmp_path / "zip" / "UCF101.zip"
+    hostile.parent.mkdir()
+    replaced = {"UCF101/v_DriftDown_g01_c01.avi": b"",
+                "UCF101/v_DriftDown_g01_c02.avi": b"not a video, only text",
+                "UCF101/v_DriftDown_g01_c03.avi": real[: len(real) // 2]}
+    with zipfile.ZipFile(demo_zip) as source, zipfile.ZipFile(hostile, "w") as zf:
+        for info in source.infolist():
+            zf.writestr(info.filename, replaced.get(info.filename, source.read(info)))
+        zf.writestr("../v_DriftDown_g09_c01.avi", real)
+        zf.writestr("/tmp/v_DriftDown_g09_c02.avi", real)
+        zf.writestr("UCF101/README.txt", b"not a video")
+    out = tmp_path / "work" / "videos"
+    with serve_directory(hostile.parent) as base_url:
+        manifest = download(f"{base_url}/UCF101.zip", out, train_per_class=6, val_per_class=3,
+                            test_per_class=3)  # every clip of the zip
+    assert manifest["refused"] == [
+        {"member": "../v_DriftDown_g09_c01.avi", "reason": "a '..' component"},
+        {"member": "/tmp/v_DriftDown_g09_c02.avi", "reason": "an absolute path"}]
+    written = {p for p in (tmp_path / "work").rglob("*") if p.is_file()}
+    assert all(out in p.parents for p in written) and len(written) == 48 + 1  # the clips, the manifest
+    assert not list(tmp_path.glob("v_*")) and not Path("/tmp/v_DriftDown_g09_c02.avi").exists()
+    assert all(g != 9 for g in (f["group"] for f in manifest["files"]))
+
+    frames = extract_dataset(out, tmp_path / "work" / "frames",
+                             ClipSpec(4, 2, 32, 32, clips_per_train_video=1, seed=0), max_failed_fraction=0.1)
+    failed = {v["video"].rsplit("/", 1)[-1]: v["error"] for v in frames["videos"] if v["status"] == "failed"}
+    assert set(failed) == {name.rsplit("/", 1)[-1] for name in replaced}
+    assert "cannot open" in failed["v_DriftDown_g01_c01.avi"]
+    assert "cannot open" in failed["v_DriftDown_g01_c02.avi"]
+    assert "truncated" in failed["v_DriftDown_g01_c03.avi"]
+
+
+def test_gcs_source_and_destination(demo_zip, gcs_bucket):
+    gcs_bucket.blob("datasets/UCF101.zip").upload_from_filename(str(demo_zip))
+    destination = f"gs://{gcs_bucket.name}/videos"
+    manifest = download(f"gs://{gcs_bucket.name}/datasets/UCF101.zip", destination)
+    for entry in manifest["files"]:
+        data = gcs_bucket.blob(f"videos/{entry['path']}").download_as_bytes()
+        assert zlib.crc32(data) == entry["crc32"]
+    assert json.loads(gcs_bucket.blob("videos/manifest.json").download_as_text()) == manifest
+    # A re-run finds every file whole and fetches none again.
+    generation = gcs_bucket.get_blob(f"videos/{manifest['files'][0]['path']}").generation
+    assert download(f"gs://{gcs_bucket.name}/datasets/UCF101.zip", destination) == manifest
+    assert gcs_bucket.get_blob(f"videos/{manifest['files'][0]['path']}").generation == generation

@@ -31,7 +31,8 @@ def test_yaml_has_typed_executors_a_fan_out_and_a_gpu_on_training():
     # Extraction fans out over pods, one per part, and the parts are gathered.
     loop = spec["root"]["dag"]["tasks"]["for-loop-1"]
     assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--extraction-parts-Output"
-    assert spec["components"]["comp-gather-frames"]["inputDefinitions"]["artifacts"]["parts"]["isArtifactList"]
+    gather_inputs = spec["components"]["comp-gather-frames"]["inputDefinitions"]["artifacts"]
+    assert gather_inputs["parts"]["isArtifactList"]
     assert artifacts["comp-train-model"] == {"frames": "system.Dataset", "model": "system.Model",
                                              "metrics": "system.Metrics",
                                              "learning_curves": "system.HTML",

@@ -14,6 +14,7 @@ def download_subset(
     val_per_class: int,
     test_per_class: int,
     seed: int,
+    split_by: str,
     dataset: Output[Dataset],
 ):
     """Downloads a class subset of a UCF101-layout zip, split into train, val and test."""
@@ -24,6 +25,7 @@ def download_subset(
 
     setup_logging()
     manifest = download_subset_to(source_url, Path(dataset.path), num_classes, train_per_class,
-                                  val_per_class, test_per_class, seed)
+                                  val_per_class, test_per_class, seed, split_by)
     dataset.metadata.update({"source": manifest["source"], "classes": manifest["classes"],
-                             "counts": manifest["counts"], "seed": seed})
+                             "counts": manifest["counts"], "seed": seed, "split_by": split_by,
+                             "refused": len(manifest["refused"])})
