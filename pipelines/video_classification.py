@@ -2,8 +2,12 @@
 
 Defaults are the tutorial's: 10 UCF101 classes, 30/10/10 clips per class, 10 frames every 15th
 frame at 224 x 224, 50 epochs of batch 8 at a learning rate of 1e-4, and its network's width
-and depth. Added: random flips, mixed precision on GPUs, early stopping after 10 epochs
-without a better validation accuracy, and checkpoints that a retried or re-run training resumes.
+and depth. Added: splits by group (no actor and scene in two splits), random flips, mixed
+precision on GPUs, early stopping after 10 epochs without a better validation accuracy, and
+checkpoints that a retried or re-run training resumes.
+
+Extraction fans out over ``extract_parts`` pods (``dsl.ParallelFor``), and ``gather_frames``
+merges their outputs into the one dataset that training and evaluation read.
 
 The training task asks for ``accelerator_count`` GPUs of ``accelerator_type``, and is retried
 when its node goes away. On Kubernetes its pod also gets ``gpu_node_selector`` and

@@ -18,10 +18,18 @@ def run_benchmark(script: str, *args: str, **env: str) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize(("script", "ratio"), [("input_pipeline.py", "ratio"), ("train_epoch.py", "speedup")])
-def test_input_benchmarks_compare_with_the_tutorial(script, ratio):
+@pytest.mark.parametrize(("script", "ratio"), [
+    ("extract_frames.py", "ratio"), ("input_pipeline.py", "ratio"), ("train_epoch.py", "speedup")])
+def test_data_benchmarks_compare_with_the_tutorial(script, ratio):
     report = run_benchmark(script, "--videos-per-class", "4", "--frames", "4", "--size", "32")
     assert report[ratio] > 0 and report["args"]["size"] == 32
+
+
+def test_extraction_benchmark_takes_a_real_clip(real_clips):
+    clip = real_clips["mpeg4_320x240_25fps_164f.avi"]
+    report = run_benchmark("extract_frames.py", "--videos-per-class", "3", "--size", "32",
+                           "--clip", str(clip))
+    assert report["args"]["clip"] == str(clip) and report["clips_per_second"] > 0
 
 
 def test_gpu_train_step_runs_under_the_jax_backend_on_a_cpu():
