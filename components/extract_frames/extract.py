@@ -74,10 +74,14 @@ def extract_video(path: Path, split: str, spec: ClipSpec) -> tuple[np.ndarray, d
 
 def _extract_in_worker(job: tuple[Path, str, ClipSpec]) -> tuple[np.ndarray | None, dict]:
     """extract_video in a pool process: a bad video comes back as a failed outcome."""
+    import cv2
+
     try:
         return extract_video(*job)
     except VideoError as e:
         return None, {"status": "failed", "error": str(e)}
+    except cv2.error as e:  # OpenCV gave up on a damaged stream
+        return None, {"status": "failed", "error": f"{job[0]}: OpenCV: {e}".strip()}
 
 
 def _start_worker() -> None:
