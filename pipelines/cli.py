@@ -1,4 +1,5 @@
-"""The ``videoclf`` command line: compile the pipeline, run it locally, or run the offline demo."""
+"""The ``videoclf`` command line: compile the pipeline, run it locally or the offline demo, and
+predict the action of videos with a trained model."""
 
 import argparse
 import inspect
@@ -68,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", type=Path, default=Path("videoclf-demo"),
                       help="the local pipeline root (default: videoclf-demo)")
     add_pipeline_flags(demo, use_defaults=False)
+
+    predict = commands.add_parser("predict", help="the top classes of each video, as JSON lines")
+    predict.add_argument("--model", type=Path, required=True,
+                         help="a trained model folder (or the model.keras in it)")
+    predict.add_argument("--top-k", type=int, default=5, help="classes per video (default: 5)")
+    predict.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
     return parser
 
 
@@ -78,6 +85,16 @@ def main(argv: list[str] | None = None) -> None:
         from pipelines.video_classification import compile_pipeline
 
         logging.getLogger("videoclf").info("wrote %s", compile_pipeline(args.output))
+        return
+    if args.command == "predict":
+        from components.evaluate_model.predict import predict_videos
+
+        answers = predict_videos(args.model, args.videos, args.top_k)
+        for answer in answers:
+            print(json.dumps(answer), flush=True)
+        failed = sum("error" in a for a in answers)
+        if failed:
+            sys.exit(f"videoclf predict: {failed} of {len(answers)} videos could not be read")
         return
     from pipelines.local_runner import print_summary
 

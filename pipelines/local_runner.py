@@ -60,6 +60,7 @@ def run_local(params: dict, output_dir: Path) -> dict:
         "confusion_matrix": link(run_dir / "confusion_matrix.png",
                                  outputs["confusion_matrix_plot"].path),
         "learning_curves": link(run_dir / "learning_curves.html", outputs["learning_curves"].path),
+        "summary": link(run_dir / "summary.md", outputs["summary"].path),
         "tensorboard": outputs["tensorboard"].path,
         "run_dir": str(run_dir),
         "params": params,

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from kfp import compiler, dsl, kubernetes
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Markdown, Metrics, Model
 
 from components.download_subset.component import download_subset
 from components.download_subset.download import UCF101_URL
@@ -44,6 +44,7 @@ class PipelineOutputs(NamedTuple):
     test_metrics: Metrics
     confusion_matrix: ClassificationMetrics
     confusion_matrix_plot: Artifact
+    summary: Markdown
     report: HTML
 
 
@@ -119,6 +120,7 @@ def video_classification_pipeline(
         test_metrics=evaluate.outputs["metrics"],
         confusion_matrix=evaluate.outputs["confusion_matrix"],
         confusion_matrix_plot=evaluate.outputs["confusion_matrix_plot"],
+        summary=evaluate.outputs["summary"],
         report=evaluate.outputs["report"],
     )
 

@@ -85,3 +85,13 @@ def gcs_bucket(gcs_emulator, monkeypatch, request):
     monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "videoclf-test")
     name = request.node.name.lower().replace("_", "-")[:63]
     return storage.Client().create_bucket(name)
+
+
+@pytest.fixture(scope="session")
+def model_dir(frames_dir, tmp_path_factory) -> Path:
+    """A model folder trained for one epoch on the tiny frames."""
+    from components.train_model.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("model")
+    train(frames_dir, out, TrainConfig(epochs=1, batch_size=4, seed=0))
+    return out

@@ -1,8 +1,18 @@
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
-from components.evaluate_model.evaluate import heatmap_png, predict_split, report_html, score
-from components.train_model.train import TrainConfig, train
+from components.evaluate_model.evaluate import (
+    frame_strip_png,
+    heatmap_png,
+    predict_split,
+    report_html,
+    score,
+    summary_markdown,
+)
 
 CLASSES = ["A", "B", "C"]
 
@@ -17,23 +27,81 @@ def test_scores_from_known_logits():
     assert rows["A"]["precision"] == 1.0 and rows["A"]["recall"] == 0.5
     assert rows["B"]["precision"] == pytest.approx(2 / 5) and rows["B"]["recall"] == 1.0
     assert rows["C"]["precision"] == 0.0 and rows["C"]["support"] == 2
+    assert results["notes"] == ["C is never predicted: its precision is reported as 0"]
+    assert results["macro_precision"] == pytest.approx((1 + 0.4 + 0) / 3)
+    assert results["macro_recall"] == pytest.approx((0.5 + 1 + 0) / 3)
+    assert results["weighted_f1"] == pytest.approx(np.mean([rows[c]["f1"] for c in CLASSES]))  # equal support
+    assert results["most_confused"] == [{"true": "C", "predicted": "B", "clips": 2},
+                                        {"true": "A", "predicted": "B", "clips": 1}]
+    assert "test_top5_accuracy" not in results  # fewer than 5 classes
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
     assert results["test_loss"] == pytest.approx(-log_p[np.arange(6), labels].mean())
 
 
-def test_report_holds_numbers_table_and_heatmap():
-    results = score(np.eye(3)[[0, 1, 2, 2]], np.array([0, 1, 2, 1]), CLASSES)
+def test_top5_from_five_classes_up():
+    classes = list("ABCDEF")
+    labels = np.arange(6)
+    logits = np.zeros((6, 6))
+    for row, rank in enumerate([1, 2, 5, 6, 3, 1]):  # where the true class ranks in each row
+        others = [c for c in range(6) if c != row]
+        logits[row, others[:rank - 1] + [row] + others[rank - 1:]] = np.arange(6, 0, -1)
+    results = score(logits, labels, classes)
+    assert results["test_accuracy"] == pytest.approx(2 / 6)
+    assert results["test_top5_accuracy"] == pytest.approx(5 / 6)
+
+
+def test_report_and_summary_hold_numbers_tables_and_figures(real_clips):
+    results = score(np.eye(3)[[0, 1, 1, 1]], np.array([0, 1, 2, 1]), CLASSES)
     heatmap = heatmap_png(results["confusion_matrix"], CLASSES)
-    assert heatmap.startswith(b"\x89PNG")
-    html = report_html(results, heatmap)
-    assert "0.750" in html and "data:image/png;base64," in html
+    normalised = heatmap_png(results["confusion_matrix"], CLASSES, normalize=True)
+    assert heatmap.startswith(b"\x89PNG") and normalised != heatmap
+    clips = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
+    strip = frame_strip_png(clips, np.array([0, 2]), np.array([0, 1]), CLASSES)
+    html = report_html(results, {"Confusion matrix": heatmap, "Test clips": strip})
+    assert "0.750" in html and html.count("data:image/png;base64,") == 2
     assert all(f"<td>{c}</td>" in html for c in CLASSES)
+    assert "Note: C is never predicted" in html and "macro_f1" in html
+    markdown = summary_markdown(results)
+    assert "| test_accuracy | 0.7500 |" in markdown and "| C | 0.000 | 0.000 | 0.000 | 1 |" in markdown
+    assert "C -> B (1)" in markdown
 
 
-def test_evaluating_twice_gives_identical_numbers(frames_dir, tmp_path):
-    train(frames_dir, tmp_path, TrainConfig(epochs=1, batch_size=4, seed=0))
-    first_logits, labels, classes = predict_split(tmp_path, frames_dir)
-    second_logits, _, _ = predict_split(tmp_path, frames_dir)
+def test_evaluating_twice_gives_identical_numbers(frames_dir, model_dir):
+    first_logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=5)
+    second_logits, _, _, _ = predict_split(model_dir, frames_dir)
+    # one example clip per class (4 classes), as the test split holds it
+    assert sorted(labels[list(examples)]) == [0, 1, 2, 3]
+    assert all(clip.shape == (4, 32, 32, 3) for clip in examples.values())
     assert first_logits.shape == (12, 4) and len(labels) == 12
     assert np.array_equal(first_logits, second_logits)
     assert score(first_logits, labels, classes) == score(second_logits, labels, classes)
+
+
+def test_predict_answers_each_real_clip_and_names_the_bad_files(model_dir, real_clips, tmp_path):
+    text = tmp_path / "notes.avi"
+    text.write_text("not a video")
+    videos = [*map(str, real_clips.values()), str(text), str(tmp_path / "missing.mp4")]
+    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "predict", "--model",
+                             str(model_dir / "model.keras"), "--top-k", "3", *videos],
+                            capture_output=True, text=True, timeout=300)
+    answers = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [a["video"] for a in answers] == videos
+    classes = json.loads((model_dir / "classes.json").read_text())
+    for answer in answers[:3]:
+        top = answer["top"]
+        assert len(top) == 3 and {t["class"] for t in top} <= set(classes)
+        probabilities = [t["probability"] for t in top]
+        assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
+    assert "notes.avi: OpenCV cannot open" in answers[3]["error"]
+    assert "missing.mp4: no such file" in answers[4]["error"]
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == "videoclf predict: 2 of 5 videos could not be read"
+
+
+def test_predict_samples_as_evaluation_does(real_clips):
+    from components.evaluate_model.predict import centred_clip
+    from components.extract_frames.extract import ClipSpec, extract_video
+
+    for path in real_clips.values():  # the test split's clip, as extraction stores it
+        test_clip = extract_video(path, "test", ClipSpec(4, 2, 32, 32, 1, 0))[0][0]
+        assert np.array_equal(centred_clip(path, [4, 32, 32, 3], 2), test_clip)

@@ -40,7 +40,7 @@ def test_yaml_has_typed_executors_a_fan_out_and_a_gpu_on_training():
     assert artifacts["comp-evaluate-model"] == {
         "frames": "system.Dataset", "model": "system.Model", "metrics": "system.Metrics",
         "confusion_matrix": "system.ClassificationMetrics",
-        "confusion_matrix_plot": "system.Artifact", "report": "system.HTML"}
+        "confusion_matrix_plot": "system.Artifact", "summary": "system.Markdown", "report": "system.HTML"}
     train = executors["exec-train-model"]["container"]
     accelerator = train["resources"]["accelerator"]
     assert "accelerator_type" in accelerator["resourceType"]

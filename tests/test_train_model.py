@@ -14,6 +14,7 @@ from components.train_model.train import (
     CLASSES_FILE,
     HISTORY_FILE,
     MODEL_FILE,
+    SAMPLING_FILE,
     STATE_FILE,
     CheckpointMismatchError,
     TrainConfig,
@@ -53,7 +54,7 @@ def test_training_writes_the_best_model_and_its_metrics(frames_dir, tmp_path):
     clip = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
     assert model.predict(clip, verbose=0).shape == (2, 4)
     # The default checkpoints inside the model folder are removed once training succeeds.
-    assert {p.name for p in tmp_path.iterdir()} == {MODEL_FILE, CLASSES_FILE, HISTORY_FILE}
+    assert {p.name for p in tmp_path.iterdir()} == {MODEL_FILE, CLASSES_FILE, HISTORY_FILE, SAMPLING_FILE}
     assert list((tmp_path.parent / "tb").rglob("events.out.tfevents.*"))
 
 

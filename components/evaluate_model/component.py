@@ -1,7 +1,7 @@
 """The KFP component of the evaluate model stage: a thin typed wrapper."""
 
 from kfp import dsl
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Metrics, Model, Output
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
 from components.images import EVALUATOR_IMAGE
 
@@ -13,19 +13,35 @@ def evaluate_model(
     metrics: Output[Metrics],
     confusion_matrix: Output[ClassificationMetrics],
     confusion_matrix_plot: Output[Artifact],
+    summary: Output[Markdown],
     report: Output[HTML],
 ):
-    """Scores the model on the test split: metrics, confusion matrix, heatmap and report."""
+    """Scores the model on the test split: metrics, confusion matrix, summary and report."""
+    import json
     from pathlib import Path
 
+    import numpy as np
+
     from components.common import atomic_write_bytes, setup_logging
-    from components.evaluate_model.evaluate import heatmap_png, predict_split, report_html, score
+    from components.evaluate_model.evaluate import (
+        STRIP_CLIPS,
+        frame_strip_png,
+        heatmap_png,
+        predict_split,
+        report_html,
+        scalar_metrics,
+        score,
+        summary_markdown,
+    )
+    from components.reports import learning_curves_png
+    from components.train_model.train import HISTORY_FILE
 
     setup_logging()
-    logits, labels, classes = predict_split(Path(model.path), Path(frames.path))
+    logits, labels, classes, examples = predict_split(Path(model.path), Path(frames.path),
+                                                      examples=STRIP_CLIPS)
     results = score(logits, labels, classes)
-    metrics.log_metric("test_accuracy", results["test_accuracy"])
-    metrics.log_metric("test_loss", results["test_loss"])
+    for name, value in scalar_metrics(results).items():
+        metrics.log_metric(name, value)
     for row in results["per_class"]:
         metrics.log_metric(f"precision_{row['class']}", row["precision"])
         metrics.log_metric(f"recall_{row['class']}", row["recall"])
@@ -33,4 +49,14 @@ def evaluate_model(
     heatmap = heatmap_png(results["confusion_matrix"], classes)
     atomic_write_bytes(Path(confusion_matrix_plot.path), heatmap)
     confusion_matrix_plot.metadata["format"] = "png"
-    Path(report.path).write_text(report_html(results, heatmap))
+    Path(summary.path).write_text(summary_markdown(results))
+    history = json.loads((Path(model.path) / HISTORY_FILE).read_text())
+    figures = {
+        "Confusion matrix": heatmap,
+        "Confusion matrix, normalised by row": heatmap_png(results["confusion_matrix"], classes, True),
+        "Learning curves": learning_curves_png(history),
+        "Test clips: first, middle and last frames": frame_strip_png(
+            np.stack(list(examples.values())), labels[list(examples)],
+            logits[list(examples)].argmax(axis=1), classes),
+    }
+    Path(report.path).write_text(report_html(results, figures))

@@ -1,7 +1,10 @@
 """Stage 4: evaluate the trained model on the test split.
 
-Test loss and accuracy, the confusion matrix, and per-class precision and recall
-(scikit-learn), written as KFP metrics, a seaborn heatmap and a self-contained HTML report.
+Each test video's centred clip, as extraction stored it, in a fixed order: the same model on
+the same data gives the same numbers. Scores come from scikit-learn: top-1 (and top-5 from 5
+classes up), macro and weighted precision, recall and F1, per-class precision, recall, F1 and
+support, and the confusion matrix. They are written as KFP metrics, a Markdown summary, seaborn
+heatmaps and a self-contained HTML report.
 """
 
 import logging
@@ -11,10 +14,15 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+TOP_K = 5
+STRIP_CLIPS = 6  # test clips shown in the report (one per class), with true and predicted class
+CONFUSED_PAIRS = 5
 
-def predict_split(model_dir: Path, frames_dir: Path, split: str = "test",
-                  batch_size: int = 8) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The logits and true labels of every clip of a split, in a fixed order, and the classes."""
+
+def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_size: int = 8,
+                  examples: int = 0) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray]]:
+    """The logits and true labels of every clip of a split, in a fixed order, the classes, and
+    up to ``examples`` clips by their index, the first of each class."""
     from components.common import read_manifest
     from components.train_model.inputs import batches
     from components.train_model.train import load_model
@@ -22,60 +30,128 @@ def predict_split(model_dir: Path, frames_dir: Path, split: str = "test",
     model, classes = load_model(model_dir)
     if classes != read_manifest(frames_dir)["classes"]:
         raise ValueError(f"the model in {model_dir} was trained on other classes than {frames_dir} holds")
-    dataset = batches(frames_dir, split, batch_size)
-    logits, labels = [], []
-    for clips, batch_labels in dataset:
+    logits, labels, kept, shown, index = [], [], {}, set(), 0
+    for clips, batch_labels in batches(frames_dir, split, batch_size):
         logits.append(model.predict_on_batch(clips))
         labels.append(batch_labels.numpy())
-    return np.concatenate(logits), np.concatenate(labels), classes
+        for clip, label in zip(clips.numpy(), labels[-1], strict=True):
+            if len(kept) < examples and label not in shown:
+                kept[index] = clip
+                shown.add(label)
+            index += 1
+    return np.concatenate(logits), np.concatenate(labels), classes, kept
 
 
 def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
-    """Loss, accuracy, confusion matrix and per-class precision, recall and F1."""
+    """Loss, top-1 (and top-5) accuracy, averaged and per-class precision, recall and F1, the
+    confusion matrix, its most confused pairs, and notes on classes never predicted."""
     from scipy.special import log_softmax
-    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
     predicted = logits.argmax(axis=1)
     indices = list(range(len(classes)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=indices, zero_division=0)
-    return {
+    results = {
         "test_loss": float(-log_softmax(logits, axis=1)[np.arange(len(labels)), labels].mean()),
         "test_accuracy": float((predicted == labels).mean()),
-        "confusion_matrix": confusion_matrix(labels, predicted, labels=indices).tolist(),
+    }
+    if len(classes) >= TOP_K:
+        results[f"test_top{TOP_K}_accuracy"] = float(
+            top_k_accuracy_score(labels, logits, k=TOP_K, labels=indices))
+    for average in ("macro", "weighted"):
+        p, r, f, _ = precision_recall_fscore_support(labels, predicted, labels=indices,
+                                                     average=average, zero_division=0)
+        results |= {f"{average}_precision": float(p), f"{average}_recall": float(r),
+                    f"{average}_f1": float(f)}
+    precision, recall, f1, support = precision_recall_fscore_support(
+        labels, predicted, labels=indices, zero_division=0)
+    matrix = confusion_matrix(labels, predicted, labels=indices)
+    pairs = sorted(((int(matrix[t, p]), t, p) for t in indices for p in indices if t != p and matrix[t, p]),
+                   reverse=True)[:CONFUSED_PAIRS]
+    never = [classes[i] for i in indices if matrix[:, i].sum() == 0]
+    return results | {
+        "confusion_matrix": matrix.tolist(),
         "per_class": [{"class": c, "precision": float(p), "recall": float(r), "f1": float(f),
                        "support": int(s)}
                       for c, p, r, f, s in zip(classes, precision, recall, f1, support, strict=True)],
+        "most_confused": [{"true": classes[t], "predicted": classes[p], "clips": n} for n, t, p in pairs],
+        "notes": [f"{c} is never predicted: its precision is reported as 0" for c in never],
     }
 
 
-def heatmap_png(matrix: list[list[int]], classes: list[str]) -> bytes:
-    """The confusion matrix as a seaborn heatmap: rows are true classes."""
+def scalar_metrics(results: dict) -> dict[str, float]:
+    """The single numbers of ``score``'s results."""
+    return {k: v for k, v in results.items() if isinstance(v, float)}
+
+
+def heatmap_png(matrix: list[list[int]], classes: list[str], normalize: bool = False) -> bytes:
+    """The confusion matrix as a seaborn heatmap, rows the true classes: counts, or each row
+    divided by its total (the recall of each class on the diagonal)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     from components.reports import figure_png
 
+    values = np.array(matrix, dtype=float if normalize else int)
+    if normalize:
+        values = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
     size = 2.5 + 0.45 * len(classes)
     fig, ax = plt.subplots(figsize=(size + 1.5, size))
-    sns.heatmap(np.array(matrix), annot=True, fmt="d", cmap="Blues", cbar=False,
-                xticklabels=classes, yticklabels=classes, ax=ax)
+    sns.heatmap(values, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", cbar=False,
+                xticklabels=classes, yticklabels=classes, ax=ax, vmin=0)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title("Confusion matrix (test)")
+    ax.set_title("Confusion matrix (test, normalised by row)" if normalize else "Confusion matrix (test)")
     return figure_png(fig)
 
 
-def report_html(results: dict, heatmap: bytes) -> str:
-    """The evaluation report: headline numbers, per-class table and the heatmap."""
+def frame_strip_png(clips: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
+                    classes: list[str]) -> bytes:
+    """A row per clip: its first, middle and last frames, titled with true and predicted class."""
+    import matplotlib.pyplot as plt
+
+    from components.reports import figure_png
+
+    fig, axes = plt.subplots(len(clips), 3, figsize=(6, 2.1 * len(clips)), squeeze=False)
+    for row, (clip, true, guess) in enumerate(zip(clips, labels, predicted, strict=True)):
+        for col, t in enumerate((0, len(clip) // 2, len(clip) - 1)):
+            axes[row, col].imshow(clip[t])
+            axes[row, col].axis("off")
+        verdict = "right" if true == guess else "WRONG"
+        axes[row, 0].set_title(f"true {classes[true]}, predicted {classes[guess]} ({verdict})",
+                               loc="left", fontsize=9)
+    return figure_png(fig)
+
+
+def summary_markdown(results: dict) -> str:
+    """The headline numbers, per-class table, notes and most confused pairs, for the KFP UI."""
+    lines = ["# Test evaluation", "", "| metric | value |", "| --- | --- |"]
+    lines += [f"| {name} | {value:.4f} |" for name, value in scalar_metrics(results).items()]
+    lines += ["", "| class | precision | recall | F1 | support |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |"
+              for r in results["per_class"]]
+    if results["most_confused"]:
+        lines += ["", "Most confused (true -> predicted): " + ", ".join(
+            f"{p['true']} -> {p['predicted']} ({p['clips']})" for p in results["most_confused"])]
+    lines += ["", *(f"Note: {note}." for note in results["notes"])]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def report_html(results: dict, figures: dict[str, bytes]) -> str:
+    """The evaluation report: headline numbers, per-class table, notes, most confused pairs and
+    the figures given (title -> PNG), all in one file."""
+    import html
+
     from components.reports import img_tag, page, table
 
-    headline = table(["metric", "value"], [["test accuracy", results["test_accuracy"]],
-                                           ["test loss", results["test_loss"]],
-                                           ["test clips", sum(map(sum, results["confusion_matrix"]))]])
+    headline = table(["metric", "value"], [[k, v] for k, v in scalar_metrics(results).items()]
+                     + [["test clips", int(sum(map(sum, results["confusion_matrix"])))]])
     per_class = table(["class", "precision", "recall", "F1", "support"],
                       [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
                        for r in results["per_class"]])
+    confused = table(["true", "predicted", "clips"],
+                     [[p["true"], p["predicted"], p["clips"]] for p in results["most_confused"]])
+    notes = "".join(f"<p>Note: {html.escape(note)}.</p>" for note in results["notes"])
+    images = "".join(f"<h2>{title}</h2>{img_tag(png, title)}" for title, png in figures.items())
     return page("Video classification: test evaluation",
-                f"<h2>Headline</h2>{headline}<h2>Per class</h2>{per_class}"
-                f"<h2>Confusion matrix</h2>{img_tag(heatmap, 'confusion matrix')}")
+                f"<h2>Headline</h2>{headline}<h2>Per class</h2>{per_class}{notes}"
+                f"<h2>Most confused pairs</h2>{confused}{images}")

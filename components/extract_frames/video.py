@@ -58,6 +58,8 @@ class Video:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        if not self.path.is_file():
+            raise VideoError(f"{path}: no such file")
         self.capture = cv2.VideoCapture(str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1])
         if not self.capture.isOpened():
             self.capture.release()

@@ -9,7 +9,8 @@ start over; hence this stage's own checkpoints.)
 
 The output model folder holds the best epoch's ``model.keras`` by validation accuracy (it loads
 back once ``components.train_model.model`` is imported), ``classes.json`` (the class of each
-logit) and ``history.json`` (the metrics of every epoch).
+logit), ``history.json`` (the metrics of every epoch) and ``sampling.json`` (frame shape and
+step of the clips, so that new videos are sampled the same way).
 """
 
 import dataclasses
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
 HISTORY_FILE = "history.json"
+SAMPLING_FILE = "sampling.json"  # how clips were sampled, for prediction on new videos
 STATE_FILE = "state.json"
 DEFAULT_CHECKPOINTS = "checkpoints"  # in the model folder, removed on success, when none is given
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
@@ -232,6 +234,8 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
         (Path(tmp) / MODEL_FILE).replace(model_dir / MODEL_FILE)
     write_json(model_dir / CLASSES_FILE, classes)
     write_json(model_dir / HISTORY_FILE, state["history"])
+    write_json(model_dir / SAMPLING_FILE, {"frame_shape": manifest["frame_shape"],
+                                           "frame_step": manifest["frame_step"]})
     if not checkpoint_dir:
         shutil.rmtree(model_dir / DEFAULT_CHECKPOINTS)
     return TrainingResult(state["history"], training_metrics(state, manifest["counts"]["train"]),
