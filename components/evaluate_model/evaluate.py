@@ -39,6 +39,7 @@ def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_
                 kept[index] = clip
                 shown.add(label)
             index += 1
+    log.info("predicted the %d %s clips of %s with %s", index, split, frames_dir, model_dir)
     return np.concatenate(logits), np.concatenate(labels), classes, kept
 
 
