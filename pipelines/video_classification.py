@@ -62,6 +62,7 @@ def video_classification_pipeline(
     height: int = 224,
     width: int = 224,
     clips_per_train_video: int = 3,
+    eval_clips_per_video: int = 1,
     frame_encoding: str = "raw",
     max_failed_fraction: float = 0.01,
     extract_parts: int = 1,
@@ -91,7 +92,8 @@ def video_classification_pipeline(
         extract = extract_frames(
             videos=download.outputs["dataset"], part=part, num_parts=extract_parts, n_frames=n_frames,
             frame_step=frame_step, height=height, width=width,
-            clips_per_train_video=clips_per_train_video, frame_encoding=frame_encoding,
+            clips_per_train_video=clips_per_train_video, eval_clips_per_video=eval_clips_per_video,
+            frame_encoding=frame_encoding,
             max_failed_fraction=max_failed_fraction, seed=seed)
         extract.set_cpu_request("4").set_memory_request("8G")
     gather = gather_frames(parts=dsl.Collected(extract.outputs["frames"]),

@@ -98,10 +98,28 @@ def test_predict_answers_each_real_clip_and_names_the_bad_files(model_dir, real_
     assert result.stderr.strip().splitlines()[-1] == "videoclf predict: 2 of 5 videos could not be read"
 
 
-def test_predict_samples_as_evaluation_does(real_clips):
-    from components.evaluate_model.predict import centred_clip
+@pytest.mark.parametrize("count", [1, 3])
+def test_predict_samples_as_evaluation_does(real_clips, count):
+    from components.evaluate_model.predict import eval_clips
     from components.extract_frames.extract import ClipSpec, extract_video
 
-    for path in real_clips.values():  # the test split's clip, as extraction stores it
-        test_clip = extract_video(path, "test", ClipSpec(4, 2, 32, 32, 1, 0))[0][0]
-        assert np.array_equal(centred_clip(path, [4, 32, 32, 3], 2), test_clip)
+    spec = ClipSpec(4, 2, 32, 32, 1, 0, eval_clips_per_video=count)
+    for path in real_clips.values():  # the test split's clips, as extraction stores them
+        test_clips, outcome = extract_video(path, "test", spec)
+        assert np.array_equal(eval_clips(path, [4, 32, 32, 3], 2, count), test_clips)
+        assert len(set(outcome["starts"])) == count
+
+
+def test_evaluation_averages_the_logits_of_evenly_spaced_clips(videos_dir, model_dir, tmp_path):
+    from components.extract_frames.extract import ClipSpec, extract_dataset
+    from components.train_model.inputs import batches
+    from components.train_model.train import load_model
+
+    spec = ClipSpec(4, 2, 32, 32, clips_per_train_video=2, seed=0, eval_clips_per_video=3)
+    extract_dataset(videos_dir, tmp_path, spec)
+    averaged, _, _, _ = predict_split(model_dir, tmp_path)
+    model, _ = load_model(model_dir)
+    per_slot = [np.concatenate([model.predict_on_batch(c) for c, _ in batches(tmp_path, "test", 8, slot=s)])
+                for s in range(3)]
+    assert np.allclose(averaged, np.mean(per_slot, axis=0), atol=1e-5)
+    assert not np.allclose(per_slot[0], per_slot[2])  # the clips differ

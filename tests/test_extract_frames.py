@@ -8,7 +8,7 @@ import pytest
 from components.common import MANIFEST
 from components.extract_frames.extract import ClipSpec, extract_dataset, gather_parts
 from components.extract_frames.records import encode, parse, read_records
-from components.extract_frames.video import Video, VideoError, centre_start, resize_with_pad
+from components.extract_frames.video import Video, VideoError, resize_with_pad, spaced_starts
 from tests.conftest import TINY
 
 
@@ -39,7 +39,7 @@ def test_real_clips_decode_deterministically(real_clips, name):
     path = real_clips[name]
     with Video(path) as video:
         total = video.frame_count
-    start = centre_start(total, 10, 15)
+    [start] = spaced_starts(total, 10, 15, 1)
     clips, video = read_clips(path, [start], 10, 15, 224, 224)
     again, _ = read_clips(path, [start], 10, 15, 224, 224)
     assert clips.shape == (1, 10, 224, 224, 3) and clips.dtype == np.uint8
@@ -185,3 +185,9 @@ def test_parameters_are_checked(videos_dir, tmp_path, change, message):
     options = {k: v for k, v in change.items() if k not in spec_fields}
     with pytest.raises(ValueError, match=message):
         extract_dataset(videos_dir, tmp_path, spec, **options)
+
+
+def test_evenly_spaced_starts_include_the_centred_one():
+    assert spaced_starts(164, 10, 15, 1) == [14]  # (164 - 136) // 2
+    assert spaced_starts(164, 10, 15, 3) == [4, 14, 23]
+    assert spaced_starts(32, 10, 15, 3) == [0, 0, 0]  # shorter than one clip

@@ -1,10 +1,10 @@
 """Stage 4: evaluate the trained model on the test split.
 
-Each test video's centred clip, as extraction stored it, in a fixed order: the same model on
-the same data gives the same numbers. Scores come from scikit-learn: top-1 (and top-5 from 5
-classes up), macro and weighted precision, recall and F1, per-class precision, recall, F1 and
-support, and the confusion matrix. They are written as KFP metrics, a Markdown summary, seaborn
-heatmaps and a self-contained HTML report.
+Each test video's centred clip as extraction stored it (or the mean logits of its evenly
+spaced clips), in a fixed order: the same model on the same data gives the same numbers. Scores
+come from scikit-learn: top-1 (and top-5 from 5 classes up), macro and weighted precision,
+recall and F1, per-class precision, recall, F1 and support, and the confusion matrix. They are
+written as KFP metrics, a Markdown summary, seaborn heatmaps and a self-contained HTML report.
 """
 
 import logging
@@ -21,17 +21,20 @@ CONFUSED_PAIRS = 5
 
 def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_size: int = 8,
                   examples: int = 0) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray]]:
-    """The logits and true labels of every clip of a split, in a fixed order, the classes, and
-    up to ``examples`` clips by their index, the first of each class."""
+    """The logits and true labels of every video of a split, in a fixed order, the classes, and
+    up to ``examples`` centred clips by their index, the first of each class. A video with
+    several evenly spaced clips gets the mean of their logits."""
     from components.common import read_manifest
     from components.train_model.inputs import batches
     from components.train_model.train import load_model
 
     model, classes = load_model(model_dir)
-    if classes != read_manifest(frames_dir)["classes"]:
+    manifest = read_manifest(frames_dir)
+    if classes != manifest["classes"]:
         raise ValueError(f"the model in {model_dir} was trained on other classes than {frames_dir} holds")
+    slots = manifest["eval_clips_per_video"]
     logits, labels, kept, shown, index = [], [], {}, set(), 0
-    for clips, batch_labels in batches(frames_dir, split, batch_size):
+    for clips, batch_labels in batches(frames_dir, split, batch_size):  # the centred clips
         logits.append(model.predict_on_batch(clips))
         labels.append(batch_labels.numpy())
         for clip, label in zip(clips.numpy(), labels[-1], strict=True):
@@ -39,8 +42,13 @@ def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_
                 kept[index] = clip
                 shown.add(label)
             index += 1
-    log.info("predicted the %d %s clips of %s with %s", index, split, frames_dir, model_dir)
-    return np.concatenate(logits), np.concatenate(labels), classes, kept
+    mean = np.concatenate(logits)
+    for slot in (s for s in range(slots) if s != slots // 2):
+        mean += np.concatenate([model.predict_on_batch(clips)
+                                for clips, _ in batches(frames_dir, split, batch_size, slot=slot)])
+    log.info("predicted the %d %s videos of %s (%d clips each) with %s", index, split, frames_dir,
+             slots, model_dir)
+    return mean / slots, np.concatenate(labels), classes, kept
 
 
 def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:

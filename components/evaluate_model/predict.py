@@ -1,7 +1,8 @@
 """Predict the action of new videos with a trained model folder.
 
-Each video is decoded and sampled as evaluation does: one centred clip of the training clips'
-frame count, step and size. A file that cannot be read as a video gets an error naming it, and
+Each video is decoded and sampled as evaluation does: the training clips' frame count, step and
+size, and the evenly spaced clips of the test videos (by default one, centred), whose logits
+are averaged. A file that cannot be read as a video gets an error naming it, and
 the other videos are still answered.
 """
 
@@ -14,14 +15,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def centred_clip(path: Path, frame_shape: list[int], frame_step: int) -> np.ndarray:
-    """The uint8 clip that evaluation would take from this video."""
-    from components.extract_frames.video import Video, centre_start
+def eval_clips(path: Path, frame_shape: list[int], frame_step: int, count: int) -> np.ndarray:
+    """The uint8 clips that evaluation would take from this video, had it been a test video."""
+    from components.extract_frames.video import Video, spaced_starts
 
     n_frames, height, width, _ = frame_shape
     with Video(path) as video:
-        start = centre_start(video.frame_count, n_frames, frame_step)
-        return video.read_clips([start], n_frames, frame_step, height, width)[0]
+        starts = spaced_starts(video.frame_count, n_frames, frame_step, count)
+        return video.read_clips(starts, n_frames, frame_step, height, width)
 
 
 def predict_videos(model_dir: Path, videos: list[Path], top_k: int = 5) -> list[dict]:
@@ -39,12 +40,14 @@ def predict_videos(model_dir: Path, videos: list[Path], top_k: int = 5) -> list[
     answers = []
     for path in videos:
         try:
-            clip = centred_clip(Path(path), sampling["frame_shape"], sampling["frame_step"])
+            clips = eval_clips(Path(path), sampling["frame_shape"], sampling["frame_step"],
+                               sampling["eval_clips_per_video"])
         except VideoError as e:
             log.error("%s", e)
             answers.append({"video": str(path), "error": str(e)})
             continue
-        probabilities = softmax(model.predict_on_batch(clip[None])[0].astype(np.float64))
+        logits = model.predict_on_batch(clips).astype(np.float64).mean(axis=0)
+        probabilities = softmax(logits)
         best = np.argsort(-probabilities)[:top_k]
         answers.append({"video": str(path), "top": [
             {"class": classes[i], "probability": round(float(probabilities[i]), 6)} for i in best]})

@@ -30,6 +30,7 @@ def extract_frames(
     height: int,
     width: int,
     clips_per_train_video: int,
+    eval_clips_per_video: int,
     frame_encoding: str,
     max_failed_fraction: float,
     seed: int,
@@ -42,7 +43,8 @@ def extract_frames(
     from components.extract_frames.extract import ClipSpec, extract_dataset
 
     setup_logging()
-    spec = ClipSpec(n_frames, frame_step, height, width, clips_per_train_video, seed, frame_encoding)
+    spec = ClipSpec(n_frames, frame_step, height, width, clips_per_train_video, seed, frame_encoding,
+                    eval_clips_per_video)
     manifest = extract_dataset(Path(videos.path), Path(frames.path), spec, max_failed_fraction,
                                part, num_parts)
     frames.metadata.update({"part": part, "num_parts": num_parts, "counts": manifest["counts"],
@@ -67,4 +69,5 @@ def gather_frames(
         "classes": manifest["classes"], "counts": manifest["counts"], "failed": manifest["failed"],
         "frame_shape": manifest["frame_shape"], "frame_step": manifest["frame_step"],
         "frame_encoding": manifest["frame_encoding"],
-        "clips_per_train_video": manifest["clips_per_train_video"], "parts": [p.uri for p in parts]})
+        "clips_per_train_video": manifest["clips_per_train_video"],
+        "eval_clips_per_video": manifest["eval_clips_per_video"], "parts": [p.uri for p in parts]})

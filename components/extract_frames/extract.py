@@ -1,8 +1,9 @@
 """Stage 2: decode each downloaded video into fixed-size RGB clips, stored as TFRecord shards.
 
-Validation and test videos get one centred clip, so the same input always gives the same
-numbers. Training videos get ``clips_per_train_video`` clips at random starts (seeded per
-video), among which training draws one per epoch. Videos go in groups of VIDEOS_PER_SHARD,
+Validation and test videos get ``eval_clips_per_video`` evenly spaced clips (by default one,
+centred), so the same input always gives the same numbers. Training videos get
+``clips_per_train_video`` clips at random starts (seeded per video), among which training draws
+one per epoch. Videos go in groups of VIDEOS_PER_SHARD,
 one shard per group and clip: ``<split>/<split>-NNNNN-of-MMMMM-clipK.tfrecord``. The manifest,
 written last, lists each group's shards, one per clip, under ``shards[split]``.
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from components.common import MANIFEST, read_manifest, require_at_least_one, write_json
 from components.download_subset.download import SPLITS
-from components.extract_frames.video import Video, VideoError, centre_start, random_starts, span
+from components.extract_frames.video import Video, VideoError, random_starts, spaced_starts, span
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,10 @@ class ClipSpec:
     clips_per_train_video: int
     seed: int
     frame_encoding: str = "raw"  # raw uint8, or one JPEG per frame (about a tenth of the bytes)
+    eval_clips_per_video: int = 1  # evenly spaced clips per val and test video
+
+    def clips_per_video(self, split: str) -> int:
+        return self.clips_per_train_video if split == "train" else self.eval_clips_per_video
 
     def check(self) -> None:
         require_at_least_one({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
@@ -57,8 +62,8 @@ class ClipSpec:
 def extract_video(path: Path, split: str, spec: ClipSpec) -> tuple[np.ndarray, dict]:
     """The clips of one video and what the manifest records of it.
 
-    Val and test videos get one centred clip; training videos get random starts, seeded by
-    the seed and the file name, so a re-run gives the same clips.
+    Val and test videos get evenly spaced clips (one: the centred clip); training videos get
+    random starts, seeded by the seed and the file name, so a re-run gives the same clips.
     """
     with Video(path) as video:
         total = video.frame_count
@@ -66,7 +71,7 @@ def extract_video(path: Path, split: str, spec: ClipSpec) -> tuple[np.ndarray, d
             rng = np.random.default_rng([spec.seed, zlib.crc32(path.name.encode())])
             starts = random_starts(total, spec.n_frames, spec.frame_step, spec.clips_per_train_video, rng)
         else:
-            starts = [centre_start(total, spec.n_frames, spec.frame_step)]
+            starts = spaced_starts(total, spec.n_frames, spec.frame_step, spec.eval_clips_per_video)
         clips = video.read_clips(starts, spec.n_frames, spec.frame_step, spec.height, spec.width)
         return clips, {"status": "ok", "frames": video.decoded, "starts": starts,
                        "padded": video.decoded < max(starts) + span(spec.n_frames, spec.frame_step)}
@@ -140,7 +145,7 @@ def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_fail
           tqdm(total=len(jobs), unit="video", desc="extract") as bar):
         results = pool.map(_extract_in_worker, jobs)
         for split, g, n_groups, group in plan:
-            clips_per_video = spec.clips_per_train_video if split == "train" else 1
+            clips_per_video = spec.clips_per_video(split)
             records = [[] for _ in range(clips_per_video)]
             for index, entry in group:
                 clips, outcome = next(results)

@@ -39,9 +39,12 @@ def span(n_frames: int, frame_step: int) -> int:
     return 1 + (n_frames - 1) * frame_step
 
 
-def centre_start(total_frames: int, n_frames: int, frame_step: int) -> int:
-    """The deterministic start used for validation, test and prediction: the clip is centred."""
-    return max(0, total_frames - span(n_frames, frame_step)) // 2
+def spaced_starts(total_frames: int, n_frames: int, frame_step: int, count: int) -> list[int]:
+    """``count`` evenly spaced starts, the deterministic sampling of validation, test and
+    prediction: the k-th clip is centred on the k-th of ``count`` equal stretches of the
+    possible starts, so one clip is the centred clip."""
+    max_start = max(0, total_frames - span(n_frames, frame_step))
+    return [(2 * k + 1) * max_start // (2 * count) for k in range(count)]
 
 
 def random_starts(total_frames: int, n_frames: int, frame_step: int, count: int,

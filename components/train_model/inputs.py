@@ -5,7 +5,8 @@ epoch it draws one of the group's shards, so each video gives one of its stored 
 random temporal window of the video) and only that clip's bytes are read. If ``flip`` is set,
 each clip is mirrored left to right with probability 1/2. The clips are then shuffled within a
 buffer of bounded size. Validation and test batches hold each video's
-centred clip, in the manifest's order, the same at every pass. Clips stay uint8 until the
+centred clip (or a chosen one of its evenly spaced clips), in the manifest's order, the same at
+every pass. Clips stay uint8 until the
 model's first layer, so the host sends the accelerator a quarter of the bytes of float32.
 """
 
@@ -28,17 +29,19 @@ def shuffle_buffer_size(manifest: dict) -> int:
 
 
 def batches(frames_dir: Path, split: str, batch_size: int, training: bool = False,
-            seed: int = 0, flip: bool = False) -> tf.data.Dataset:
+            seed: int = 0, flip: bool = False, slot: int | None = None) -> tf.data.Dataset:
     """Batches of ``(uint8 clips (batch, n_frames, height, width, 3), int32 labels)``.
 
     With the same seed, training yields the same batches in the same order, and a different
-    order and draw at each epoch.
+    order and draw at each epoch. Otherwise the batches hold each video's clip number ``slot``,
+    by default its middle (centred) one.
     """
     manifest = read_manifest(frames_dir)
     frame_shape, encoding = manifest["frame_shape"], manifest["frame_encoding"]
     groups = [[str(Path(frames_dir) / shard) for shard in group] for group in manifest["shards"][split]]
     if not training:
-        dataset = read_records([group[0] for group in groups], frame_shape, encoding)
+        dataset = read_records([group[len(group) // 2 if slot is None else slot] for group in groups],
+                               frame_shape, encoding)
     else:
         def draw(seed_offset: int) -> tf.data.Dataset:  # a seeded stream, new at each epoch
             return tf.data.Dataset.random(seed=seed + seed_offset, rerandomize_each_iteration=True)

@@ -10,7 +10,7 @@ start over; hence this stage's own checkpoints.)
 The output model folder holds the best epoch's ``model.keras`` by validation accuracy (it loads
 back once ``components.train_model.model`` is imported), ``classes.json`` (the class of each
 logit), ``history.json`` (the metrics of every epoch) and ``sampling.json`` (frame shape and
-step of the clips, so that new videos are sampled the same way).
+step, and evaluation clips per video, so that new videos are sampled as test videos were).
 """
 
 import dataclasses
@@ -234,8 +234,8 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
         (Path(tmp) / MODEL_FILE).replace(model_dir / MODEL_FILE)
     write_json(model_dir / CLASSES_FILE, classes)
     write_json(model_dir / HISTORY_FILE, state["history"])
-    write_json(model_dir / SAMPLING_FILE, {"frame_shape": manifest["frame_shape"],
-                                           "frame_step": manifest["frame_step"]})
+    write_json(model_dir / SAMPLING_FILE, {key: manifest[key] for key in
+                                           ("frame_shape", "frame_step", "eval_clips_per_video")})
     if not checkpoint_dir:
         shutil.rmtree(model_dir / DEFAULT_CHECKPOINTS)
     return TrainingResult(state["history"], training_metrics(state, manifest["counts"]["train"]),
