@@ -56,6 +56,27 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def content_sha256(path: Path) -> str:
+    """The SHA-256 of a file; of a folder's manifest; or, for a folder without one, of the
+    names and SHA-256s of all its files."""
+    path = Path(path)
+    if path.is_file():
+        return file_sha256(path)
+    if (path / MANIFEST).is_file():
+        return file_sha256(path / MANIFEST)
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    listing = "".join(f"{f.relative_to(path)} {file_sha256(f)}\n" for f in files)
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def lineage(component: str, parameters: dict, inputs: dict, content: Path) -> dict:
+    """Metadata that traces an artifact back: the component and parameters that produced it, the
+    URIs of its input artifacts, and the SHA-256 of its content. ``videoclf lineage`` draws the
+    graph from it."""
+    return {"producer": component, "parameters": parameters, "inputs": inputs,
+            "sha256": content_sha256(content)}
+
+
 def setup_logging() -> None:
     """Logs ``time level name: message`` lines to stderr, once per process."""
     logging.basicConfig(level=logging.INFO,

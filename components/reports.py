@@ -18,10 +18,10 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 </style>"""
 
 
-def figure_png(fig: plt.Figure) -> bytes:
-    """Renders a matplotlib figure as PNG bytes and closes it."""
+def render_figure(fig: plt.Figure, fmt: str = "png") -> bytes:
+    """Renders a matplotlib figure as PNG (or SVG) bytes and closes it."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buffer, format=fmt, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
 
@@ -63,4 +63,4 @@ def learning_curves_png(history: dict[str, list[float]]) -> bytes:
         ax.grid(alpha=0.3)
         ax.legend()
     axes[1].set_ylim(0, 1.02)
-    return figure_png(fig)
+    return render_figure(fig)

@@ -1,5 +1,5 @@
-"""The ``videoclf`` command line: compile the pipeline, run it locally or the offline demo, and
-predict the action of videos with a trained model."""
+"""The ``videoclf`` command line: compile the pipeline, run it locally or the offline demo,
+show a run's lineage, and predict the action of videos with a trained model."""
 
 import argparse
 import inspect
@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="a trained model folder (or the model.keras in it)")
     predict.add_argument("--top-k", type=int, default=5, help="classes per video (default: 5)")
     predict.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
+
+    lineage = commands.add_parser("lineage", help="print a local run's artifact graph and draw it")
+    lineage.add_argument("run_dir", type=Path, metavar="RUN_DIR",
+                         help="a run folder, e.g. videoclf-runs/video-action-classification-<time>")
     return parser
 
 
@@ -85,6 +89,13 @@ def main(argv: list[str] | None = None) -> None:
         from pipelines.video_classification import compile_pipeline
 
         logging.getLogger("videoclf").info("wrote %s", compile_pipeline(args.output))
+        return
+    if args.command == "lineage":
+        from pipelines.lineage import lineage_of_run
+
+        text, picture = lineage_of_run(args.run_dir)
+        print(text)
+        logging.getLogger("videoclf").info("drew %s", picture)
         return
     if args.command == "predict":
         from components.evaluate_model.predict import predict_videos

@@ -103,6 +103,27 @@ def test_end_to_end_local_run(tmp_path):
     model, classes = load_model(Path(summary["model"]).parent)
     assert classes == summary["classes"] and model.output_shape == (None, 4)
 
+    # Lineage: every artifact names its producer, parameters, inputs and content hash.
+    from components.common import file_sha256
+
+    run_dir = Path(summary["run_dir"])
+    outputs = json.loads((run_dir / "train-model" / "executor_output.json").read_text())
+    meta = outputs["artifacts"]["model"]["artifacts"][0]["metadata"]
+    assert meta["producer"] == "train_model" and meta["parameters"]["epochs"] == 1
+    assert meta["inputs"] == {"frames": str(run_dir / "gather-frames" / "frames")}
+    assert meta["sha256"] == file_sha256(Path(summary["model"]))
+    lineage = subprocess.run([sys.executable, "-m", "pipelines.cli", "lineage", str(run_dir)],
+                             capture_output=True, text=True, timeout=120)
+    assert lineage.returncode == 0, lineage.stderr
+    text = "\n" + lineage.stdout
+    for edge in ("<- videos from download-subset", "<- parts from for-loop-1-iteration-0/extract-frames",
+                 "<- parts from for-loop-1-iteration-1/extract-frames", "<- frames from gather-frames",
+                 "<- model from train-model"):
+        assert edge in text
+    stages = ["\ndownload-subset", "\ngather-frames", "\ntrain-model", "\nevaluate-model"]
+    assert [text.index(s) for s in stages] == sorted(text.index(s) for s in stages)
+    assert "<svg" in (run_dir / "lineage.svg").read_text()
+
 
 def test_a_failing_task_ends_the_run_with_a_clear_error(tmp_path):
     result = subprocess.run(

@@ -20,12 +20,15 @@ def download_subset(
     """Downloads a class subset of a UCF101-layout zip, split into train, val and test."""
     from pathlib import Path
 
-    from components.common import setup_logging
+    from components.common import lineage, setup_logging
     from components.download_subset.download import download_subset_to
 
     setup_logging()
     manifest = download_subset_to(source_url, Path(dataset.path), num_classes, train_per_class,
                                   val_per_class, test_per_class, seed, split_by)
-    dataset.metadata.update({"source": manifest["source"], "classes": manifest["classes"],
-                             "counts": manifest["counts"], "seed": seed, "split_by": split_by,
-                             "refused": len(manifest["refused"])})
+    parameters = {"source_url": source_url, "num_classes": num_classes, "train_per_class": train_per_class,
+                  "val_per_class": val_per_class, "test_per_class": test_per_class, "seed": seed,
+                  "split_by": split_by}
+    dataset.metadata.update({"classes": manifest["classes"], "counts": manifest["counts"],
+                             "refused": len(manifest["refused"]),
+                             **lineage("download_subset", parameters, {}, Path(dataset.path))})

@@ -22,7 +22,7 @@ def evaluate_model(
 
     import numpy as np
 
-    from components.common import atomic_write_bytes, setup_logging
+    from components.common import atomic_write_bytes, lineage, setup_logging
     from components.evaluate_model.evaluate import (
         STRIP_CLIPS,
         frame_strip_png,
@@ -60,3 +60,7 @@ def evaluate_model(
             logits[list(examples)].argmax(axis=1), classes),
     }
     Path(report.path).write_text(report_html(results, figures))
+    inputs = {"frames": frames.uri, "model": model.uri}
+    for artifact in (confusion_matrix_plot, summary, report):
+        artifact.metadata.update({"classes": classes, "test_clips": len(labels),
+                                  **lineage("evaluate_model", {}, inputs, Path(artifact.path))})

@@ -98,7 +98,7 @@ def heatmap_png(matrix: list[list[int]], classes: list[str], normalize: bool = F
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from components.reports import figure_png
+    from components.reports import render_figure
 
     values = np.array(matrix, dtype=float if normalize else int)
     if normalize:
@@ -110,7 +110,7 @@ def heatmap_png(matrix: list[list[int]], classes: list[str], normalize: bool = F
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title("Confusion matrix (test, normalised by row)" if normalize else "Confusion matrix (test)")
-    return figure_png(fig)
+    return render_figure(fig)
 
 
 def frame_strip_png(clips: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
@@ -118,7 +118,7 @@ def frame_strip_png(clips: np.ndarray, labels: np.ndarray, predicted: np.ndarray
     """A row per clip: its first, middle and last frames, titled with true and predicted class."""
     import matplotlib.pyplot as plt
 
-    from components.reports import figure_png
+    from components.reports import render_figure
 
     fig, axes = plt.subplots(len(clips), 3, figsize=(6, 2.1 * len(clips)), squeeze=False)
     for row, (clip, true, guess) in enumerate(zip(clips, labels, predicted, strict=True)):
@@ -128,7 +128,7 @@ def frame_strip_png(clips: np.ndarray, labels: np.ndarray, predicted: np.ndarray
         verdict = "right" if true == guess else "WRONG"
         axes[row, 0].set_title(f"true {classes[true]}, predicted {classes[guess]} ({verdict})",
                                loc="left", fontsize=9)
-    return figure_png(fig)
+    return render_figure(fig)
 
 
 def summary_markdown(results: dict) -> str:

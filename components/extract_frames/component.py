@@ -37,9 +37,10 @@ def extract_frames(
     frames: Output[Dataset],
 ):
     """Decodes one part of the videos into RGB clips resized with padding, as TFRecord shards."""
+    import dataclasses
     from pathlib import Path
 
-    from components.common import setup_logging
+    from components.common import lineage, setup_logging
     from components.extract_frames.extract import ClipSpec, extract_dataset
 
     setup_logging()
@@ -47,8 +48,12 @@ def extract_frames(
                     eval_clips_per_video)
     manifest = extract_dataset(Path(videos.path), Path(frames.path), spec, max_failed_fraction,
                                part, num_parts)
-    frames.metadata.update({"part": part, "num_parts": num_parts, "counts": manifest["counts"],
-                            "failed": manifest["failed"], "source": videos.uri})
+    parameters = {**dataclasses.asdict(spec), "part": part, "num_parts": num_parts,
+                  "max_failed_fraction": max_failed_fraction}
+    frames.metadata.update({"classes": manifest["classes"], "counts": manifest["counts"],
+                            "failed": manifest["failed"],
+                            **lineage("extract_frames", parameters, {"videos": videos.uri},
+                                      Path(frames.path))})
 
 
 @dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
@@ -60,7 +65,7 @@ def gather_frames(
     """Merges the extracted parts into one dataset of clips."""
     from pathlib import Path
 
-    from components.common import setup_logging
+    from components.common import lineage, setup_logging
     from components.extract_frames.extract import gather_parts
 
     setup_logging()
@@ -70,4 +75,6 @@ def gather_frames(
         "frame_shape": manifest["frame_shape"], "frame_step": manifest["frame_step"],
         "frame_encoding": manifest["frame_encoding"],
         "clips_per_train_video": manifest["clips_per_train_video"],
-        "eval_clips_per_video": manifest["eval_clips_per_video"], "parts": [p.uri for p in parts]})
+        "eval_clips_per_video": manifest["eval_clips_per_video"],
+        **lineage("gather_frames", {"max_failed_fraction": max_failed_fraction},
+                  {"parts": [p.uri for p in parts]}, Path(frames.path))})

@@ -28,9 +28,9 @@ def train_model(
     import dataclasses
     from pathlib import Path
 
-    from components.common import setup_logging
+    from components.common import lineage, setup_logging
     from components.reports import img_tag, learning_curves_png, page
-    from components.train_model.train import TrainConfig, train
+    from components.train_model.train import MODEL_FILE, TrainConfig, train
 
     setup_logging()
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
@@ -40,11 +40,14 @@ def train_model(
                    tensorboard_dir=Path(tensorboard.path))
     for name, value in result.metrics.items():
         metrics.log_metric(name, value)
+    parameters = {**dataclasses.asdict(config), "checkpoint_dir": checkpoint_dir}
+    inputs = {"frames": frames.uri}
     model.metadata.update({"framework": "keras", "classes": frames.metadata.get("classes"),
-                           "precision": result.precision, "replicas": result.replicas,
-                           "best_epoch": result.metrics["best_epoch"],
-                           "checkpoint_dir": checkpoint_dir, "source": frames.uri,
-                           **dataclasses.asdict(config)})
-    tensorboard.metadata["log_dir"] = tensorboard.uri
+                           "counts": frames.metadata.get("counts"), "precision": result.precision,
+                           "replicas": result.replicas, "best_epoch": result.metrics["best_epoch"],
+                           **lineage("train_model", parameters, inputs, Path(model.path) / MODEL_FILE)})
     Path(learning_curves.path).write_text(
         page("Learning curves", img_tag(learning_curves_png(result.history), "learning curves")))
+    learning_curves.metadata.update(lineage("train_model", parameters, inputs, Path(learning_curves.path)))
+    tensorboard.metadata.update({"log_dir": tensorboard.uri, **lineage(
+        "train_model", parameters, inputs, Path(tensorboard.path))})
