@@ -10,7 +10,7 @@ import os
 import warnings
 from pathlib import Path
 
-from components.common import write_json
+from components.common import atomic_write_bytes, write_json
 
 log = logging.getLogger(__name__)
 
@@ -18,9 +18,9 @@ SUMMARY_FILE = "summary.json"
 
 
 def link(name: Path, artifact: str) -> str:
-    """Links a file artifact under a name with its extension, so a browser opens it as it is."""
-    name.unlink(missing_ok=True)
-    name.symlink_to(Path(artifact).relative_to(name.parent))
+    """Copies a file artifact to a name with its extension, so a browser opens it as it is (a
+    browser follows a symbolic link to the artifact's own name, which has none, and shows text)."""
+    atomic_write_bytes(name, Path(artifact).read_bytes())
     return str(name)
 
 

@@ -1,7 +1,11 @@
 import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
+import matplotlib.image
+import pytest
 import yaml
 
 from pipelines.video_classification import COMPILED_YAML, compile_pipeline
@@ -96,8 +100,6 @@ def test_end_to_end_local_run(tmp_path):
         assert "Confusion matrix" in f.read()
     with open(summary["confusion_matrix"], "rb") as f:
         assert f.read(4) == b"\x89PNG"
-    from pathlib import Path
-
     from components.train_model.train import load_model
 
     model, classes = load_model(Path(summary["model"]).parent)
@@ -123,6 +125,7 @@ def test_end_to_end_local_run(tmp_path):
     stages = ["\ndownload-subset", "\ngather-frames", "\ntrain-model", "\nevaluate-model"]
     assert [text.index(s) for s in stages] == sorted(text.index(s) for s in stages)
     assert "<svg" in (run_dir / "lineage.svg").read_text()
+    check_report_in_a_browser(Path(summary["report"]), tmp_path)  # last: it skips without chromium
 
 
 def test_a_failing_task_ends_the_run_with_a_clear_error(tmp_path):
@@ -150,3 +153,21 @@ def test_cli_parses_bool_and_json_flags():
         result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", flag, text],
                                 capture_output=True, text=True)
         assert result.returncode == 2 and f"argument {flag}" in result.stderr
+
+
+def check_report_in_a_browser(report: Path, tmp_path: Path) -> None:
+    """Opens the report in headless Chromium, where .ci/run installs it: the page is parsed as
+    HTML with its four figures, and its screenshot is not blank."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH for the browser check of the report")
+    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars"]
+    dom = subprocess.run([*browser, "--dump-dom", report.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "<pre" not in dom, "the browser showed the report as text"
+    assert dom.count('<img alt="') == 4 and dom.count("<h2>") == 7
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, "--window-size=1000,3000", f"--screenshot={shot}", report.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (3000, 1000) and (pixels[..., :3] < 0.5).mean() > 0.01

@@ -158,7 +158,8 @@ def report_html(results: dict, figures: dict[str, bytes]) -> str:
                       [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
                        for r in results["per_class"]])
     confused = table(["true", "predicted", "clips"],
-                     [[p["true"], p["predicted"], p["clips"]] for p in results["most_confused"]])
+                     [[p["true"], p["predicted"], p["clips"]] for p in results["most_confused"]]
+                     or [["none: no test clip was misclassified", "", ""]])
     notes = "".join(f"<p>Note: {html.escape(note)}.</p>" for note in results["notes"])
     images = "".join(f"<h2>{title}</h2>{img_tag(png, title)}" for title, png in figures.items())
     return page("Video classification: test evaluation",
