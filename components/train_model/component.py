@@ -42,12 +42,13 @@ def train_model(
         metrics.log_metric(name, value)
     parameters = {**dataclasses.asdict(config), "checkpoint_dir": checkpoint_dir}
     inputs = {"frames": frames.uri}
-    model.metadata.update({"framework": "keras", "classes": frames.metadata.get("classes"),
-                           "counts": frames.metadata.get("counts"), "precision": result.precision,
+    data = {"classes": frames.metadata.get("classes"), "counts": frames.metadata.get("counts")}
+    model.metadata.update({"framework": "keras", **data, "precision": result.precision,
                            "replicas": result.replicas, "best_epoch": result.metrics["best_epoch"],
                            **lineage("train_model", parameters, inputs, Path(model.path) / MODEL_FILE)})
     Path(learning_curves.path).write_text(
         page("Learning curves", img_tag(learning_curves_png(result.history), "learning curves")))
-    learning_curves.metadata.update(lineage("train_model", parameters, inputs, Path(learning_curves.path)))
-    tensorboard.metadata.update({"log_dir": tensorboard.uri, **lineage(
-        "train_model", parameters, inputs, Path(tensorboard.path))})
+    learning_curves.metadata.update(
+        {**data, **lineage("train_model", parameters, inputs, Path(learning_curves.path))})
+    tensorboard.metadata.update({"log_dir": tensorboard.uri, **data,
+                                 **lineage("train_model", parameters, inputs, Path(tensorboard.path))})
