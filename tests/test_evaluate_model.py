@@ -99,15 +99,28 @@ def test_predict_answers_each_real_clip_and_names_the_bad_files(model_dir, real_
 
 
 @pytest.mark.parametrize("count", [1, 3])
-def test_predict_samples_as_evaluation_does(real_clips, count):
-    from components.evaluate_model.predict import eval_clips
-    from components.extract_frames.extract import ClipSpec, extract_video
+def test_predict_samples_as_evaluation_does(model_dir, real_clips, tmp_path, count):
+    import shutil
 
+    from scipy.special import softmax
+
+    from components.evaluate_model.predict import predict_videos
+    from components.extract_frames.extract import ClipSpec, extract_video
+    from components.train_model.train import load_model
+
+    model_copy = tmp_path / "model"
+    shutil.copytree(model_dir, model_copy)
+    sampling = json.loads((model_copy / "sampling.json").read_text())
+    (model_copy / "sampling.json").write_text(json.dumps({**sampling, "eval_clips_per_video": count}))
+    model, classes = load_model(model_copy)
     spec = ClipSpec(4, 2, 32, 32, 1, 0, eval_clips_per_video=count)
-    for path in real_clips.values():  # the test split's clips, as extraction stores them
-        test_clips, outcome = extract_video(path, "test", spec)
-        assert np.array_equal(eval_clips(path, [4, 32, 32, 3], 2, count), test_clips)
+    answers = predict_videos(model_copy, list(real_clips.values()), top_k=4)
+    for path, answer in zip(real_clips.values(), answers, strict=True):
+        test_clips, outcome = extract_video(path, "test", spec)  # as extraction stores them
         assert len(set(outcome["starts"])) == count
+        expected = softmax(model.predict_on_batch(test_clips).astype(np.float64).mean(axis=0))
+        got = {t["class"]: t["probability"] for t in answer["top"]}
+        assert got == pytest.approx({c: expected[i] for i, c in enumerate(classes)}, abs=1e-5)
 
 
 def test_evaluation_averages_the_logits_of_evenly_spaced_clips(videos_dir, model_dir, tmp_path):

@@ -15,14 +15,14 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def eval_clips(path: Path, frame_shape: list[int], frame_step: int, count: int) -> np.ndarray:
-    """The uint8 clips that evaluation would take from this video, had it been a test video."""
-    from components.extract_frames.video import Video, spaced_starts
+def eval_clips(path: Path, sampling: dict) -> np.ndarray:
+    """The uint8 clips that extraction stores of this video, had it been a test video."""
+    from components.extract_frames.extract import ClipSpec, extract_video
 
-    n_frames, height, width, _ = frame_shape
-    with Video(path) as video:
-        starts = spaced_starts(video.frame_count, n_frames, frame_step, count)
-        return video.read_clips(starts, n_frames, frame_step, height, width)
+    n_frames, height, width, _ = sampling["frame_shape"]
+    spec = ClipSpec(n_frames, sampling["frame_step"], height, width, clips_per_train_video=1, seed=0,
+                    eval_clips_per_video=sampling["eval_clips_per_video"])
+    return extract_video(Path(path), "test", spec)[0]
 
 
 def predict_videos(model_dir: Path, videos: list[Path], top_k: int = 5) -> list[dict]:
@@ -40,8 +40,7 @@ def predict_videos(model_dir: Path, videos: list[Path], top_k: int = 5) -> list[
     answers = []
     for path in videos:
         try:
-            clips = eval_clips(Path(path), sampling["frame_shape"], sampling["frame_step"],
-                               sampling["eval_clips_per_video"])
+            clips = eval_clips(Path(path), sampling)
         except VideoError as e:
             log.error("%s", e)
             answers.append({"video": str(path), "error": str(e)})

@@ -192,41 +192,11 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
     gpus = len(tf.config.list_physical_devices("GPU"))
     strategy = tf.distribute.MirroredStrategy() if gpus > 1 else tf.distribute.get_strategy()
     precision = resolve_precision(config.precision, gpus)
-    keras.utils.set_random_seed(config.seed + state["epoch"])
-    global_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(precision)
-    try:
-        with strategy.scope():
-            if state["last"]:
-                log.info("resuming after epoch %d from %s", state["epoch"], checkpoints.folder.uri)
-                model = checkpoints.load_model(state["last"])
-            else:
-                model = build_model(len(classes), *manifest["frame_shape"][:3],
-                                    base_filters=config.base_filters,
-                                    blocks_per_stage=config.blocks_per_stage)
-                model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
-                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              metrics=["accuracy"])
-        if state["stopped_early"] or state["epoch"] >= config.epochs:
-            log.info("%s already holds %d epochs%s: nothing left to train", checkpoints.folder.uri,
-                     state["epoch"], " (stopped early)" if state["stopped_early"] else "")
-        else:
-            batch_size = config.batch_size * strategy.num_replicas_in_sync
-            log.info("training %s (%d parameters, %s, %d replica(s), batch %d) on %d clips, "
-                     "epochs %d to %d", model.name, model.count_params(), precision,
-                     strategy.num_replicas_in_sync, batch_size, manifest["counts"]["train"],
-                     state["epoch"] + 1, config.epochs)
-            callbacks = [EpochCheckpoint(checkpoints, state, config.patience)]
-            if tensorboard_dir is not None:
-                callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
-            model.fit(batches(frames_dir, "train", batch_size, training=True,
-                              seed=config.seed + state["epoch"], flip=config.flip),
-                      validation_data=batches(frames_dir, "val", batch_size),
-                      initial_epoch=state["epoch"], epochs=config.epochs, shuffle=False,
-                      callbacks=callbacks,
-                      verbose=2)
-    finally:
-        keras.mixed_precision.set_global_policy(global_policy)
+    if state["stopped_early"] or state["epoch"] >= config.epochs:
+        log.info("%s already holds %d epochs%s: nothing left to train", checkpoints.folder.uri,
+                 state["epoch"], " (stopped early)" if state["stopped_early"] else "")
+    else:
+        fit(frames_dir, manifest, config, checkpoints, state, strategy, precision, tensorboard_dir)
 
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_dir) as tmp:
@@ -240,6 +210,41 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
         shutil.rmtree(model_dir / DEFAULT_CHECKPOINTS)
     return TrainingResult(state["history"], training_metrics(state, manifest["counts"]["train"]),
                           precision, strategy.num_replicas_in_sync)
+
+
+def fit(frames_dir: Path, manifest: dict, config: TrainConfig, checkpoints: Checkpoints, state: dict,
+        strategy: tf.distribute.Strategy, precision: str, tensorboard_dir: Path | None) -> None:
+    """Builds the model, or loads the last checkpoint's, and trains the epochs left."""
+    keras.utils.set_random_seed(config.seed + state["epoch"])
+    global_policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(precision)
+    try:
+        with strategy.scope():
+            if state["last"]:
+                log.info("resuming after epoch %d from %s", state["epoch"], checkpoints.folder.uri)
+                model = checkpoints.load_model(state["last"])
+            else:
+                model = build_model(len(manifest["classes"]), *manifest["frame_shape"][:3],
+                                    base_filters=config.base_filters,
+                                    blocks_per_stage=config.blocks_per_stage)
+                model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                              metrics=["accuracy"])
+        batch_size = config.batch_size * strategy.num_replicas_in_sync
+        log.info("training %s (%d parameters, %s, %d replica(s), batch %d) on %d clips, "
+                 "epochs %d to %d", model.name, model.count_params(), precision,
+                 strategy.num_replicas_in_sync, batch_size, manifest["counts"]["train"],
+                 state["epoch"] + 1, config.epochs)
+        callbacks = [EpochCheckpoint(checkpoints, state, config.patience)]
+        if tensorboard_dir is not None:
+            callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
+        model.fit(batches(frames_dir, "train", batch_size, training=True,
+                          seed=config.seed + state["epoch"], flip=config.flip),
+                  validation_data=batches(frames_dir, "val", batch_size),
+                  initial_epoch=state["epoch"], epochs=config.epochs, shuffle=False,
+                  callbacks=callbacks, verbose=2)
+    finally:
+        keras.mixed_precision.set_global_policy(global_policy)
 
 
 def training_metrics(state: dict, train_clips: int) -> dict[str, float]:
