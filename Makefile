@@ -4,7 +4,23 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_OUTPUT ?= runs/demo
 
-.PHONY: demo test lint compile clean
+# Container images: podman where it is installed, else docker. REGISTRY and TAG default to
+# components/images.py's; TRAINER_BASE=python:3.11-slim builds a CPU-only trainer.
+ENGINE ?= $(shell command -v podman || command -v docker)
+IMAGES ?= data trainer evaluator
+TF_VERSION := 2.20.0
+TRAINER_BASE ?= tensorflow/tensorflow:$(TF_VERSION)-gpu
+ifdef REGISTRY
+export VIDEOCLF_REGISTRY := $(REGISTRY)
+endif
+ifdef TAG
+export VIDEOCLF_TAG := $(TAG)
+endif
+image_name = $(shell $(PYTHON) -m components.images $(1))
+LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_28 --annotation-style line
+
+.PHONY: demo test lint compile images push lock clean
 
 $(BIN)/videoclf: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,8 +37,23 @@ test: lint  ## lint, then run every test
 lint: $(BIN)/videoclf
 	$(BIN)/ruff check .
 
-compile: $(BIN)/videoclf  ## rewrite pipelines/video_classification.yaml
+compile: $(BIN)/videoclf  ## rewrite pipelines/video_classification.yaml (REGISTRY, TAG)
 	$(BIN)/videoclf compile
+
+images: $(addprefix image-,$(IMAGES))  ## build the component images (REGISTRY, TAG, TRAINER_BASE)
+
+image-%:
+	$(ENGINE) build --file images/$*/Dockerfile --tag $(call image_name,$*) \
+		$(if $(filter trainer,$*),--build-arg BASE_IMAGE=$(TRAINER_BASE)) .
+
+push: images  ## push the images to REGISTRY
+	$(foreach image,$(IMAGES),$(ENGINE) push $(call image_name,$(image)) &&) true
+
+lock: $(BIN)/videoclf  ## re-pin the images' dependencies (images/*/requirements.txt)
+	echo "tensorflow==$(TF_VERSION)" >$(VENV)/tensorflow-version.txt
+	$(LOCK) --extra data -o images/data/requirements.txt
+	$(LOCK) --extra train -c $(VENV)/tensorflow-version.txt -o images/trainer/requirements.txt
+	$(LOCK) --extra evaluate -c $(VENV)/tensorflow-version.txt -o images/evaluator/requirements.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

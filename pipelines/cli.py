@@ -1,5 +1,6 @@
 """The ``videoclf`` command line: compile the pipeline, run it locally or the offline demo,
-show a run's lineage, and predict the action of videos with a trained model."""
+submit it to Kubeflow or Vertex AI, show a run's lineage, and predict the action of videos
+with a trained model."""
 
 import argparse
 import inspect
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 from components.common import setup_logging
+from pipelines.local_runner import RUNNERS
 from pipelines.video_classification import COMPILED_YAML, video_classification_pipeline
 
 PIPELINE_PARAMS = inspect.signature(video_classification_pipeline.pipeline_func).parameters
@@ -46,6 +48,24 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, use_defaults: bool) -> N
                            help=f"(default: {shown if use_defaults else 'the demo value'})")
 
 
+def add_runner_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runner", choices=RUNNERS, default="subprocess",
+                        help="run each component in a subprocess of this Python, or in its image "
+                             "through the Docker API of DOCKER_HOST (default: subprocess)")
+
+
+def submit(args: argparse.Namespace) -> dict:
+    """Submits a run as the ``submit`` flags say; returns its id, URL and final state if waited for."""
+    from pipelines.submit import submit_kubeflow, submit_vertex
+
+    params = pipeline_args(args)
+    if args.host:
+        return submit_kubeflow(args.host, params, args.experiment, args.run_name, not args.no_cache,
+                               args.namespace, args.wait, args.timeout)
+    return submit_vertex(params, args.project, args.region, args.pipeline_root, args.run_name,
+                         not args.no_cache, args.service_account, args.wait)
+
+
 def pipeline_args(args: argparse.Namespace) -> dict:
     """The pipeline parameters given on the command line (those left unset are dropped)."""
     return {name: getattr(args, name) for name in PIPELINE_PARAMS
@@ -63,12 +83,30 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local)")
     run.add_argument("--output", type=Path, default=Path("videoclf-runs"),
                      help="the local pipeline root (default: videoclf-runs)")
+    add_runner_flag(run)
     add_pipeline_flags(run, use_defaults=True)
 
     demo = commands.add_parser("demo", help="run the pipeline offline on a synthetic dataset")
     demo.add_argument("--output", type=Path, default=Path("videoclf-demo"),
                       help="the local pipeline root (default: videoclf-demo)")
+    add_runner_flag(demo)
     add_pipeline_flags(demo, use_defaults=False)
+
+    submit = commands.add_parser("submit", help="submit a run to Kubeflow Pipelines or Vertex AI")
+    target = submit.add_mutually_exclusive_group(required=True)
+    target.add_argument("--host", help="the Kubeflow Pipelines API, e.g. http://localhost:8080")
+    target.add_argument("--vertex", action="store_true", help="submit to Vertex AI Pipelines")
+    submit.add_argument("--experiment", help="Kubeflow: the experiment to file the run under")
+    submit.add_argument("--namespace", help="Kubeflow: the user namespace (multi-user clusters)")
+    submit.add_argument("--project", help="Vertex AI: the Google Cloud project")
+    submit.add_argument("--region", help="Vertex AI: the region, e.g. us-central1")
+    submit.add_argument("--pipeline-root", help="Vertex AI: the gs:// folder for the run's artifacts")
+    submit.add_argument("--service-account", help="Vertex AI: the service account the run uses")
+    submit.add_argument("--run-name", help="the run's name (default: the pipeline's name and time)")
+    submit.add_argument("--no-cache", action="store_true", help="run every task, reusing no result")
+    submit.add_argument("--wait", action="store_true", help="wait for the run and report its state")
+    submit.add_argument("--timeout", type=float, help="Kubeflow: seconds to wait at most")
+    add_pipeline_flags(submit, use_defaults=False)
 
     predict = commands.add_parser("predict", help="the top classes of each video, as JSON lines")
     predict.add_argument("--model", type=Path, required=True,
@@ -83,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "submit" and args.vertex:
+        missing = [flag for flag in ("project", "region", "pipeline_root") if not getattr(args, flag)]
+        if missing:
+            parser.error("--vertex needs " + ", ".join(f"--{f.replace('_', '-')}" for f in missing))
     setup_logging()
     if args.command == "compile":
         from pipelines.video_classification import compile_pipeline
@@ -110,15 +153,17 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.local_runner import print_summary
 
     try:
-        if args.command == "run":
+        if args.command == "submit":
+            summary = submit(args)
+        elif args.command == "run":
             from pipelines.local_runner import run_local
 
-            summary = run_local(pipeline_args(args), args.output)
+            summary = run_local(pipeline_args(args), args.output, args.runner)
         else:
             from pipelines.demo import run_demo
 
-            summary = run_demo(args.output, **pipeline_args(args))
-    except RuntimeError as e:  # a task failed: its own log above says why
+            summary = run_demo(args.output, args.runner, **pipeline_args(args))
+    except RuntimeError as e:  # a task failed (its log above says why), or a submission
         sys.exit(f"videoclf {args.command}: {e}")
     print_summary(summary)
 

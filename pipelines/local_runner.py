@@ -1,13 +1,18 @@
-"""Runs the whole pipeline on this machine with ``kfp.local.SubprocessRunner``.
+"""Runs the whole pipeline on this machine with ``kfp.local``.
 
-Each component runs in a subprocess of this Python, which must have the project installed.
-Artifacts land under ``output_dir``; a summary of the run is written to ``summary.json``.
+With the ``subprocess`` runner each component runs in a subprocess of this Python, which must have
+the project installed. With the ``docker`` runner each runs in its own image (``make images``)
+through the Docker API that ``DOCKER_HOST`` names: a Docker daemon, or podman's
+(``images/local-engine.sh``). Artifacts land under ``output_dir``; a summary of the run is
+written to ``summary.json``.
 """
 
+import contextlib
 import json
 import logging
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from components.common import atomic_write_bytes, write_json
@@ -15,6 +20,59 @@ from components.common import atomic_write_bytes, write_json
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
+RUNNERS = ("subprocess", "docker")
+
+
+class EngineError(RuntimeError):
+    """No container engine to run the components in, or not the images they need."""
+
+
+def run_container(client, image: str, command: list[str], volumes: dict, **run_args) -> int:
+    """Runs one task's container, prints its log and returns its exit status.
+
+    Stands in for ``kfp.local``'s own, which starts containers with ``auto_remove=True``: one
+    that exits before its log and status are read is gone by then, and kfp reports the task as
+    succeeded whatever its exit status (seen with podman), or fails on the engine's error 500.
+    This one removes the container once its status is read.
+    """
+    log.info("starting a container of %s", image)
+    container = client.containers.run(image, command, detach=True, volumes=volumes, **run_args)
+    try:
+        for line in container.logs(stream=True, follow=True):
+            print(line.decode(errors="replace"), end="", flush=True)
+        return container.wait()["StatusCode"]
+    finally:
+        container.remove(force=True)
+
+
+@contextlib.contextmanager
+def docker_runner() -> Iterator:
+    """A ``kfp.local.DockerRunner`` whose containers run as this user, so the artifacts they
+    write are this user's, on the host's network, so a loopback source URL reaches its server."""
+    import docker
+    from kfp import local
+    from kfp.local import docker_task_handler
+
+    from components.images import IMAGES
+
+    where = os.environ.get("DOCKER_HOST", "the default Docker socket")
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as e:
+        raise EngineError(f"no Docker API at {where} ({e}): start Docker, or run "
+                          "images/local-engine.sh and export the DOCKER_HOST it prints") from e
+    missing = [image for image in IMAGES.values() if not client.images.list(name=image)]
+    client.close()
+    if missing:
+        raise EngineError(f"images not found at {where}: {', '.join(missing)}; build them with "
+                          "make images (TRAINER_BASE=python:3.11-slim for a CPU-only trainer)")
+    own = docker_task_handler.run_docker_container
+    docker_task_handler.run_docker_container = run_container
+    try:
+        yield local.DockerRunner(user=f"{os.getuid()}:{os.getgid()}", network_mode="host")
+    finally:
+        docker_task_handler.run_docker_container = own
 
 
 def link(name: Path, artifact: str) -> str:
@@ -24,11 +82,11 @@ def link(name: Path, artifact: str) -> str:
     return str(name)
 
 
-def run_local(params: dict, output_dir: Path) -> dict:
-    """Runs the pipeline with ``params``; returns the summary it also writes to ``output_dir``."""
+def run_local(params: dict, output_dir: Path, runner: str = "subprocess") -> dict:
+    """Runs the pipeline with ``params`` on ``runner`` (``subprocess`` or ``docker``); returns the
+    summary it also writes to ``output_dir``."""
     from kfp import local
 
-    from components.train_model.train import MODEL_FILE
     from pipelines.video_classification import video_classification_pipeline
 
     output_dir = Path(output_dir).resolve()
@@ -38,10 +96,14 @@ def run_local(params: dict, output_dir: Path) -> dict:
     # Image names and resource requests matter on a cluster only; the local runner warns of both.
     warnings.filterwarnings("ignore", message=".*non-Python base image.*")
     warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(output_dir),
-               raise_on_error=True)
-    log.info("running the pipeline locally; artifacts go to %s", output_dir)
-    outputs = video_classification_pipeline(**params).outputs
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    with contextlib.ExitStack() as stack:
+        kfp_runner = (stack.enter_context(docker_runner()) if runner == "docker"
+                      else local.SubprocessRunner(use_venv=False))
+        local.init(runner=kfp_runner, pipeline_root=str(output_dir), raise_on_error=True)
+        log.info("running the pipeline locally with the %s runner; artifacts go to %s", runner, output_dir)
+        outputs = video_classification_pipeline(**params).outputs
     test = outputs["test_metrics"].metadata
     training = outputs["training_metrics"].metadata
     run_dir = Path(outputs["report"].path).parents[1]
@@ -56,7 +118,7 @@ def run_local(params: dict, output_dir: Path) -> dict:
         "num_classes": len(outputs["model"].metadata["classes"]),
         "classes": outputs["model"].metadata["classes"],
         "report": link(run_dir / "report.html", outputs["report"].path),
-        "model": str(Path(outputs["model"].path) / MODEL_FILE),
+        "model": str(Path(outputs["model"].path) / outputs["model"].metadata["file"]),
         "confusion_matrix": link(run_dir / "confusion_matrix.png",
                                  outputs["confusion_matrix_plot"].path),
         "learning_curves": link(run_dir / "learning_curves.html", outputs["learning_curves"].path),

@@ -7,8 +7,9 @@ import pytest
 
 from components.common import MANIFEST
 from components.extract_frames.extract import ClipSpec, extract_dataset, gather_parts
-from components.extract_frames.records import encode, parse, read_records
+from components.extract_frames.records import encode, write_shard
 from components.extract_frames.video import Video, VideoError, resize_with_pad, spaced_starts
+from components.train_model.inputs import parse, read_records
 from tests.conftest import TINY
 
 
@@ -159,6 +160,28 @@ def test_parts_gathered_are_the_whole(videos_dir, tmp_path, monkeypatch):
         assert (tmp_path / "gathered" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     with pytest.raises(ValueError, match=r"the parts given are \[0, 2\], not all 3"):
         gather_parts([tmp_path / "part0", tmp_path / "part2"], tmp_path / "bad", 0.0)
+
+
+def test_records_are_written_as_tensorflow_writes_them(tmp_path):
+    """The writer needs no TensorFlow, yet its files are TensorFlow's own, byte for byte."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    clips = [rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8) for _ in range(3)]
+    records = [encode(clip, label, f"c{label}/v_{label}.avi") for label, clip in enumerate(clips)]
+    write_shard(tmp_path / "ours.tfrecord", records)
+    with tf.io.TFRecordWriter(str(tmp_path / "theirs.tfrecord")) as writer:
+        for record in records:
+            writer.write(record)
+    assert (tmp_path / "ours.tfrecord").read_bytes() == (tmp_path / "theirs.tfrecord").read_bytes()
+    for label, (clip, record) in enumerate(zip(clips, records, strict=True)):
+        example = tf.train.Example.FromString(record).features.feature
+        assert example["label"].int64_list.value == [label]
+        assert example["video"].bytes_list.value == [f"c{label}/v_{label}.avi".encode()]
+        assert example["clip"].bytes_list.value == [clip.tobytes()]
+    read = list(read_records([str(tmp_path / "ours.tfrecord")], [4, 8, 8, 3]))
+    assert [int(label) for _, label in read] == [0, 1, 2]
+    assert all(np.array_equal(a.numpy(), b) for (a, _), b in zip(read, clips, strict=True))
 
 
 def test_jpeg_frames_are_a_tenth_of_the_bytes_and_close(real_clips):

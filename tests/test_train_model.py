@@ -7,8 +7,7 @@ import time
 import numpy as np
 import pytest
 
-from components.extract_frames.records import read_records
-from components.train_model.inputs import batches
+from components.train_model.inputs import batches, read_records
 from components.train_model.model import build_model
 from components.train_model.train import (
     CLASSES_FILE,

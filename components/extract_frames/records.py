@@ -1,73 +1,90 @@
 """The TFRecord format of extracted clips: written by extract_frames, read by training and evaluation.
 
-Each record holds one clip of one video: its uint8 RGB frames of shape
-``frame_shape = (n_frames, height, width, 3)``, either raw in ``clip`` or as one JPEG per frame
-in ``frames`` (the manifest's ``frame_encoding``); ``label``; and ``video``, its path in the
+Each record is a ``tf.train.Example`` holding one clip of one video: its uint8 RGB frames of
+shape ``frame_shape = (n_frames, height, width, 3)``, either raw in ``clip`` or as one JPEG per
+frame in ``frames`` (the manifest's ``frame_encoding``); ``label``; and ``video``, its path in the
 downloaded dataset. Val and test videos have one centred clip each. Training videos have
 ``clips_per_train_video`` clips at random starts, stored in as many parallel shards: the k-th
 shard of a group holds the k-th clip of each of its videos, so an epoch that draws one of them
 reads a third of the bytes that storing every clip together would make it read.
+
+Writing needs no TensorFlow, so the data image stays small: the Example messages are built from
+their descriptor in a pool of their own, and each record is framed as TFRecord files are
+(length, masked CRC-32C of the length, data, masked CRC-32C of the data). Reading is
+``components.train_model.inputs``'s.
 """
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
+import google_crc32c
 import numpy as np
-import tensorflow as tf
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
 JPEG_QUALITY = 90
 
-
-def bytes_feature(values: list[bytes]) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
+# tensorflow/core/example/{example,feature}.proto, the parts used here, in a package of our own so
+# that they never clash with TensorFlow's messages in a process that loads both.
+EXAMPLE_PROTO = """
+name: "videoclf/example.proto" package: "videoclf" syntax: "proto3"
+message_type { name: "BytesList"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_BYTES } }
+message_type { name: "Int64List"
+  field { name: "value" number: 1 label: LABEL_REPEATED type: TYPE_INT64 options { packed: true } } }
+message_type { name: "Feature"
+  field { name: "bytes_list" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".videoclf.BytesList" oneof_index: 0 }
+  field { name: "int64_list" number: 3 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".videoclf.Int64List" oneof_index: 0 }
+  oneof_decl { name: "kind" } }
+message_type { name: "Features"
+  field { name: "feature" number: 1 label: LABEL_REPEATED type: TYPE_MESSAGE
+          type_name: ".videoclf.Features.FeatureEntry" }
+  nested_type { name: "FeatureEntry" options { map_entry: true }
+    field { name: "key" number: 1 label: LABEL_OPTIONAL type: TYPE_STRING }
+    field { name: "value" number: 2 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+            type_name: ".videoclf.Feature" } } }
+message_type { name: "Example"
+  field { name: "features" number: 1 label: LABEL_OPTIONAL type: TYPE_MESSAGE
+          type_name: ".videoclf.Features" } }
+"""
+_pool = descriptor_pool.DescriptorPool()
+_pool.Add(text_format.Parse(EXAMPLE_PROTO, descriptor_pb2.FileDescriptorProto()))
+Example = message_factory.GetMessageClass(_pool.FindMessageTypeByName("videoclf.Example"))
 
 
 def encode(clip: np.ndarray, label: int, video: str, frame_encoding: str = "raw") -> bytes:
     """Serialises one clip as a ``tf.train.Example``."""
+    example = Example()
+    feature = example.features.feature
     if frame_encoding == "jpeg":
-        frames = [cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes() for frame in clip]
-        pixels = {"frames": bytes_feature(frames)}
+        feature["frames"].bytes_list.value.extend(
+            cv2.imencode(".jpg", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                         [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])[1].tobytes() for frame in clip)
     else:
-        pixels = {"clip": bytes_feature([clip.tobytes()])}
-    feature = {
-        **pixels,
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
-        "video": bytes_feature([video.encode()]),
-    }
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+        feature["clip"].bytes_list.value.append(clip.tobytes())
+    feature["label"].int64_list.value.append(label)
+    feature["video"].bytes_list.value.append(video.encode())
+    return example.SerializeToString()
+
+
+def masked_crc32c(data: bytes) -> bytes:
+    """The checksum that frames a TFRecord: CRC-32C, rotated and offset as TensorFlow masks it."""
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
 def write_shard(path: Path, records: Iterable[bytes]) -> None:
-    """Writes one shard through a temporary name, so a shard on disk is always whole."""
+    """Writes one TFRecord file through a temporary name, so a shard on disk is always whole."""
     tmp = path.with_name(path.name + ".partial")
-    with tf.io.TFRecordWriter(str(tmp)) as writer:
+    with open(tmp, "wb") as out:
         for record in records:
-            writer.write(record)
+            length = struct.pack("<Q", len(record))
+            out.write(length + masked_crc32c(length))
+            out.write(record)
+            out.write(masked_crc32c(record))
     tmp.replace(path)
-
-
-def parse(record: tf.Tensor, frame_shape: list[int],
-          frame_encoding: str = "raw") -> tuple[tf.Tensor, tf.Tensor]:
-    """Decodes one record: its uint8 clip of ``frame_shape`` and its int32 label."""
-    label = tf.io.FixedLenFeature([], tf.int64)
-    if frame_encoding == "jpeg":
-        example = tf.io.parse_single_example(
-            record, {"frames": tf.io.FixedLenFeature([frame_shape[0]], tf.string), "label": label})
-        clip = tf.map_fn(lambda frame: tf.io.decode_jpeg(frame, channels=3), example["frames"],
-                         fn_output_signature=tf.uint8)
-    else:
-        example = tf.io.parse_single_example(
-            record, {"clip": tf.io.FixedLenFeature([], tf.string), "label": label})
-        clip = tf.io.decode_raw(example["clip"], tf.uint8)
-    return tf.reshape(clip, frame_shape), tf.cast(example["label"], tf.int32)
-
-
-def read_records(shards: list[str], frame_shape: list[int], frame_encoding: str = "raw") -> tf.data.Dataset:
-    """Yields ``(clip, label)`` for every record of the shards, in order."""
-    return (tf.data.TFRecordDataset(shards)
-            .map(lambda record: parse(record, frame_shape, frame_encoding),
-                 num_parallel_calls=tf.data.AUTOTUNE))

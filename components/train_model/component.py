@@ -43,7 +43,7 @@ def train_model(
     parameters = {**dataclasses.asdict(config), "checkpoint_dir": checkpoint_dir}
     inputs = {"frames": frames.uri}
     data = {"classes": frames.metadata.get("classes"), "counts": frames.metadata.get("counts")}
-    model.metadata.update({"framework": "keras", **data, "precision": result.precision,
+    model.metadata.update({"framework": "keras", "file": MODEL_FILE, **data, "precision": result.precision,
                            "replicas": result.replicas, "best_epoch": result.metrics["best_epoch"],
                            **lineage("train_model", parameters, inputs, Path(model.path) / MODEL_FILE)})
     Path(learning_curves.path).write_text(

@@ -8,6 +8,7 @@ buffer of bounded size. Validation and test batches hold each video's
 centred clip (or a chosen one of its evenly spaced clips), in the manifest's order, the same at
 every pass. Clips stay uint8 until the
 model's first layer, so the host sends the accelerator a quarter of the bytes of float32.
+``parse`` reads the records that ``components.extract_frames.records`` writes.
 """
 
 import math
@@ -16,10 +17,32 @@ from pathlib import Path
 import tensorflow as tf
 
 from components.common import read_manifest
-from components.extract_frames.records import parse, read_records
 
 SHUFFLE_BUFFER_BYTES = 1 << 30  # the most memory the shuffle buffer of training clips takes
 PARALLEL_SHARDS = 8  # training shards read at once
+
+
+def parse(record: tf.Tensor, frame_shape: list[int],
+          frame_encoding: str = "raw") -> tuple[tf.Tensor, tf.Tensor]:
+    """Decodes one record: its uint8 clip of ``frame_shape`` and its int32 label."""
+    label = tf.io.FixedLenFeature([], tf.int64)
+    if frame_encoding == "jpeg":
+        example = tf.io.parse_single_example(
+            record, {"frames": tf.io.FixedLenFeature([frame_shape[0]], tf.string), "label": label})
+        clip = tf.map_fn(lambda frame: tf.io.decode_jpeg(frame, channels=3), example["frames"],
+                         fn_output_signature=tf.uint8)
+    else:
+        example = tf.io.parse_single_example(
+            record, {"clip": tf.io.FixedLenFeature([], tf.string), "label": label})
+        clip = tf.io.decode_raw(example["clip"], tf.uint8)
+    return tf.reshape(clip, frame_shape), tf.cast(example["label"], tf.int32)
+
+
+def read_records(shards: list[str], frame_shape: list[int], frame_encoding: str = "raw") -> tf.data.Dataset:
+    """Yields ``(clip, label)`` for every record of the shards, in order."""
+    return (tf.data.TFRecordDataset(shards)
+            .map(lambda record: parse(record, frame_shape, frame_encoding),
+                 num_parallel_calls=tf.data.AUTOTUNE))
 
 
 def shuffle_buffer_size(manifest: dict) -> int:
