@@ -40,9 +40,11 @@ install_packages() {
 configure_engine() {
   mkdir -p "$(dirname "$CONF")"
   local cgroup_manager=systemd nofile nproc
-  nofile=$(ulimit -Hn)
-  nproc=$(ulimit -Hu)  # podman caps its own at the kernel's pid_max
-  nproc=$(( nproc < $(cat /proc/sys/kernel/pid_max) ? nproc : $(cat /proc/sys/kernel/pid_max) ))
+  local pid_max
+  pid_max=$(cat /proc/sys/kernel/pid_max)
+  nofile=$(ulimit -Hn); [[ $nofile == unlimited ]] && nofile=1048576
+  nproc=$(ulimit -Hu); [[ $nproc == unlimited ]] && nproc=$pid_max
+  nproc=$(( nproc < pid_max ? nproc : pid_max ))  # podman caps its own processes at pid_max
   [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs && -d /run/systemd/system ]] || cgroup_manager=cgroupfs
   cat >"$CONF.tmp" <<EOF
 # Written by images/local-engine.sh
