@@ -87,8 +87,9 @@ def test_kubeflow_run_gets_the_compiled_pipeline_and_the_parameters(kfp_api, cap
     assert run["display_name"] == "ucf10-a" and run["experiment_id"] == "exp-1"
     assert run["runtime_config"]["parameters"] == {"num_classes": 5, "epochs": 3,
                                                    "gpu_node_selector": {"pool": "gpu"}}
-    sent, expected = run["pipeline_spec"]["pipeline_spec"], compiled_specs()[0]
-    assert run["pipeline_spec"]["platform_spec"] == compiled_specs()[1]  # node selector, tolerations
+    expected, platform_spec = compiled_specs()
+    sent = run["pipeline_spec"]["pipeline_spec"]
+    assert run["pipeline_spec"]["platform_spec"] == platform_spec  # node selector, tolerations
     assert sent["pipelineInfo"]["name"] == PIPELINE_NAME
     assert sent["deploymentSpec"] == expected["deploymentSpec"]  # the images and commands
     assert sent["root"]["inputDefinitions"] == expected["root"]["inputDefinitions"]
