@@ -98,9 +98,8 @@ def run_local(params: dict, output_dir: Path, runner: str = "subprocess") -> dic
     warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
-    with contextlib.ExitStack() as stack:
-        kfp_runner = (stack.enter_context(docker_runner()) if runner == "docker"
-                      else local.SubprocessRunner(use_venv=False))
+    with (docker_runner() if runner == "docker"
+          else contextlib.nullcontext(local.SubprocessRunner(use_venv=False))) as kfp_runner:
         local.init(runner=kfp_runner, pipeline_root=str(output_dir), raise_on_error=True)
         log.info("running the pipeline locally with the %s runner; artifacts go to %s", runner, output_dir)
         outputs = video_classification_pipeline(**params).outputs

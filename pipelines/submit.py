@@ -42,8 +42,9 @@ def compiled_package(enable_caching: bool = True, kubernetes: bool = True) -> It
         package = compile_pipeline(Path(tmp) / f"{PIPELINE_NAME}.yaml")
         if not (enable_caching and kubernetes):
             pipeline_spec, *platform_spec = yaml.safe_load_all(package.read_text())
-            for task in all_tasks(pipeline_spec) if not enable_caching else ():
-                task["cachingOptions"] = {"enableCache": False}
+            if not enable_caching:
+                for task in all_tasks(pipeline_spec):
+                    task["cachingOptions"] = {"enableCache": False}
             documents = [pipeline_spec, *platform_spec] if kubernetes else [pipeline_spec]
             package.write_text(yaml.safe_dump_all(documents, sort_keys=False))
         yield package
