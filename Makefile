@@ -5,18 +5,17 @@ BIN := $(VENV)/bin
 DEMO_OUTPUT ?= runs/demo
 
 # Container images: podman where it is installed, else docker. REGISTRY and TAG default to
-# components/images.py's; TRAINER_BASE=python:3.11-slim builds a CPU-only trainer.
+# components/images.py's: localhost/videoclf, and the commit of this checkout.
 ENGINE ?= $(shell command -v podman || command -v docker)
 IMAGES ?= data trainer evaluator
-TF_VERSION := 2.20.0
-TRAINER_BASE ?= tensorflow/tensorflow:$(TF_VERSION)-gpu
+TF_VERSION := 2.21.0
 ifdef REGISTRY
 export VIDEOCLF_REGISTRY := $(REGISTRY)
 endif
 ifdef TAG
 export VIDEOCLF_TAG := $(TAG)
 endif
-image_name = $(shell $(PYTHON) -m components.images $(1))
+image_name = $(shell $(PYTHON) -m components.images name $(1))
 LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --annotation-style line
 
@@ -37,22 +36,21 @@ test: lint  ## lint, then run every test
 lint: $(BIN)/videoclf
 	$(BIN)/ruff check .
 
-compile: $(BIN)/videoclf  ## rewrite pipelines/video_classification.yaml (REGISTRY, TAG)
+compile: $(BIN)/videoclf  ## rewrite the reference YAML, pipelines/video_classification.yaml
 	$(BIN)/videoclf compile
 
-images: $(addprefix image-,$(IMAGES))  ## build the component images (REGISTRY, TAG, TRAINER_BASE)
+images: $(addprefix image-,$(IMAGES))  ## build the component images (REGISTRY, TAG)
 
 image-%:
-	$(ENGINE) build --file images/$*/Dockerfile --tag $(call image_name,$*) \
-		$(if $(filter trainer,$*),--build-arg BASE_IMAGE=$(TRAINER_BASE)) .
+	$(ENGINE) build --file images/Dockerfile --build-arg IMAGE=$* --tag $(call image_name,$*) .
 
-push: images  ## push the images to REGISTRY
-	$(foreach image,$(IMAGES),$(ENGINE) push $(call image_name,$(image)) &&) true
+push: images  ## push the images to REGISTRY and record their digests in images/digests.json
+	$(foreach image,$(IMAGES),$(PYTHON) -m components.images push $(image) $(ENGINE) &&) true
 
 lock: $(BIN)/videoclf  ## re-pin the images' dependencies (images/*/requirements.txt)
 	echo "tensorflow==$(TF_VERSION)" >$(VENV)/tensorflow-version.txt
 	$(LOCK) --extra data -o images/data/requirements.txt
-	$(LOCK) --extra train -c $(VENV)/tensorflow-version.txt -o images/trainer/requirements.txt
+	$(LOCK) --extra train --extra gpu -c $(VENV)/tensorflow-version.txt -o images/trainer/requirements.txt
 	$(LOCK) --extra evaluate -c $(VENV)/tensorflow-version.txt -o images/evaluator/requirements.txt
 
 clean:

@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,17 @@ def require_at_least_one(params: dict[str, int], error: type[Exception] = ValueE
     for name, value in params.items():
         if value < 1:
             raise error(f"{name} must be at least 1, got {value}")
+
+
+def check_free_space(directory: Path, needed: int, what: str) -> None:
+    """Fails at once, naming both sizes, when the disk of ``directory`` has less than ``needed``
+    bytes free: on a cluster, a task's pod writes its artifacts to the node's disk."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(directory).free
+    if free < needed:
+        raise OSError(f"{what} need {needed / 1e6:,.1f} MB but {directory} has {free / 1e6:,.1f} MB free: "
+                      "give the task's node (or volume) more disk")
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -10,10 +10,12 @@ import sys
 from pathlib import Path
 
 from components.common import setup_logging
+from components.images import ImageError, cluster_images
 from pipelines.local_runner import RUNNERS
-from pipelines.video_classification import COMPILED_YAML, video_classification_pipeline
+from pipelines.targets import DEFAULT_TARGET, PLATFORMS, Target, TargetError
+from pipelines.video_classification import COMPILED_YAML, build_pipeline
 
-PIPELINE_PARAMS = inspect.signature(video_classification_pipeline.pipeline_func).parameters
+PIPELINE_PARAMS = inspect.signature(build_pipeline(DEFAULT_TARGET).pipeline_func).parameters
 
 
 def flag_value(annotation: type):
@@ -45,7 +47,34 @@ def add_pipeline_flags(parser: argparse.ArgumentParser, use_defaults: bool) -> N
         shown = json.dumps(default) if isinstance(default, dict | list | bool) else default
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=flag_value(param.annotation),
                            default=default, metavar=param.annotation.__name__.upper(),
-                           help=f"(default: {shown if use_defaults else 'the demo value'})")
+                           help=f"(default: {shown if use_defaults else 'the pipeline default'})")
+
+
+def add_target_flags(parser: argparse.ArgumentParser, cluster: bool) -> None:
+    """The settings fixed when the pipeline is compiled; for a cluster, also its images and volumes."""
+    group = parser.add_argument_group("compiled settings")
+    group.add_argument("--extract-parts", type=int, default=1,
+                       help="extract frames in this many pods (a ParallelFor and a gather step above 1; "
+                            "needs Kubeflow Pipelines 2.14 or newer) (default: 1)")
+    if not cluster:
+        return
+    group.add_argument("--registry", help="the registry the cluster pulls the images from "
+                                          "(default: VIDEOCLF_REGISTRY)")
+    group.add_argument("--checkpoint-pvc", default="", metavar="NAME",
+                       help="Kubeflow: an existing PersistentVolumeClaim the training pod mounts; "
+                            "checkpoints go to a folder of the run on it")
+    group.add_argument("--s3-secret", default="", metavar="NAME",
+                       help="Kubeflow: a Secret with keys accesskey and secretkey (as Kubeflow's MinIO "
+                            "secret has) that every task gets as its AWS credentials for s3://")
+    group.add_argument("--s3-endpoint", default="", metavar="URL",
+                       help="every task's AWS_ENDPOINT_URL, for MinIO or another S3-compatible store, "
+                            "e.g. http://minio-service.kubeflow:9000")
+
+
+def target_of(args: argparse.Namespace, platform: str) -> Target:
+    return Target(platform=platform, extract_parts=args.extract_parts,
+                  checkpoint_pvc=getattr(args, "checkpoint_pvc", ""),
+                  s3_secret=getattr(args, "s3_secret", ""), s3_endpoint=getattr(args, "s3_endpoint", ""))
 
 
 def add_runner_flag(parser: argparse.ArgumentParser) -> None:
@@ -54,16 +83,35 @@ def add_runner_flag(parser: argparse.ArgumentParser) -> None:
                              "through the Docker API of DOCKER_HOST (default: subprocess)")
 
 
+def compile_command(args: argparse.Namespace) -> Path:
+    """Writes the committed reference YAML, or with ``--target`` one for a cluster."""
+    from pipelines.video_classification import compile_pipeline
+
+    if args.target is None:
+        if args.registry:
+            raise TargetError("--registry names the images of a pipeline for a cluster: add --target")
+        return compile_pipeline(args.output or COMPILED_YAML, target_of(args, "kubeflow"))
+    target = target_of(args, args.target)
+    target.check()
+    output = args.output or Path(f"video_classification-{args.target}.yaml")
+    return compile_pipeline(output, target, cluster_images(args.registry))
+
+
 def submit(args: argparse.Namespace) -> dict:
     """Submits a run as the ``submit`` flags say; returns its id, URL and final state if waited for."""
-    from pipelines.submit import submit_kubeflow, submit_vertex
-
     params = pipeline_args(args)
+    target = target_of(args, "vertex" if args.vertex else "kubeflow")
+    target.check()
+    image_names = cluster_images(args.registry)
     if args.host:
-        return submit_kubeflow(args.host, params, args.experiment, args.run_name, not args.no_cache,
-                               args.namespace, args.wait, args.timeout)
-    return submit_vertex(params, args.project, args.region, args.pipeline_root, args.run_name,
-                         not args.no_cache, args.service_account, args.wait)
+        from pipelines.kubeflow_runner import submit_kubeflow
+
+        return submit_kubeflow(args.host, params, target, image_names, args.experiment, args.run_name,
+                               not args.no_cache, args.namespace, args.wait, args.timeout)
+    from pipelines.vertex_runner import submit_vertex
+
+    return submit_vertex(params, target, image_names, args.project, args.region, args.pipeline_root,
+                         args.run_name, not args.no_cache, args.service_account, args.wait)
 
 
 def pipeline_args(args: argparse.Namespace) -> dict:
@@ -76,37 +124,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="videoclf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    compile_cmd = commands.add_parser("compile", help="write the pipeline's YAML")
-    compile_cmd.add_argument("--output", type=Path, default=COMPILED_YAML,
-                             help=f"where to write it (default: {COMPILED_YAML})")
+    compile_cmd = commands.add_parser(
+        "compile", help="write the pipeline's YAML: the committed reference, or one for a cluster")
+    compile_cmd.add_argument("--target", choices=PLATFORMS,
+                             help="compile for this platform, naming the images in --registry "
+                                  "(default: the reference YAML the repository keeps, for review)")
+    compile_cmd.add_argument("--output", type=Path,
+                             help=f"where to write it (default: {COMPILED_YAML}, or "
+                                  "video_classification-<target>.yaml with --target)")
+    add_target_flags(compile_cmd, cluster=True)
 
     run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local)")
     run.add_argument("--output", type=Path, default=Path("videoclf-runs"),
                      help="the local pipeline root (default: videoclf-runs)")
     add_runner_flag(run)
+    add_target_flags(run, cluster=False)
     add_pipeline_flags(run, use_defaults=True)
 
     demo = commands.add_parser("demo", help="run the pipeline offline on a synthetic dataset")
     demo.add_argument("--output", type=Path, default=Path("videoclf-demo"),
                       help="the local pipeline root (default: videoclf-demo)")
     add_runner_flag(demo)
+    add_target_flags(demo, cluster=False)
     add_pipeline_flags(demo, use_defaults=False)
 
-    submit = commands.add_parser("submit", help="submit a run to Kubeflow Pipelines or Vertex AI")
-    target = submit.add_mutually_exclusive_group(required=True)
+    submit_cmd = commands.add_parser("submit", help="submit a run to Kubeflow Pipelines or Vertex AI")
+    target = submit_cmd.add_mutually_exclusive_group(required=True)
     target.add_argument("--host", help="the Kubeflow Pipelines API, e.g. http://localhost:8080")
     target.add_argument("--vertex", action="store_true", help="submit to Vertex AI Pipelines")
-    submit.add_argument("--experiment", help="Kubeflow: the experiment to file the run under")
-    submit.add_argument("--namespace", help="Kubeflow: the user namespace (multi-user clusters)")
-    submit.add_argument("--project", help="Vertex AI: the Google Cloud project")
-    submit.add_argument("--region", help="Vertex AI: the region, e.g. us-central1")
-    submit.add_argument("--pipeline-root", help="Vertex AI: the gs:// folder for the run's artifacts")
-    submit.add_argument("--service-account", help="Vertex AI: the service account the run uses")
-    submit.add_argument("--run-name", help="the run's name (default: the pipeline's name and time)")
-    submit.add_argument("--no-cache", action="store_true", help="run every task, reusing no result")
-    submit.add_argument("--wait", action="store_true", help="wait for the run and report its state")
-    submit.add_argument("--timeout", type=float, help="Kubeflow: seconds to wait at most")
-    add_pipeline_flags(submit, use_defaults=False)
+    submit_cmd.add_argument("--experiment", help="Kubeflow: the experiment to file the run under")
+    submit_cmd.add_argument("--namespace", help="Kubeflow: the user namespace (multi-user clusters)")
+    submit_cmd.add_argument("--project", help="Vertex AI: the Google Cloud project")
+    submit_cmd.add_argument("--region", help="Vertex AI: the region, e.g. us-central1")
+    submit_cmd.add_argument("--pipeline-root", help="Vertex AI: the gs:// folder for the run's artifacts")
+    submit_cmd.add_argument("--service-account", help="Vertex AI: the service account the run uses")
+    submit_cmd.add_argument("--run-name", help="the run's name (default: the pipeline's name and time)")
+    submit_cmd.add_argument("--no-cache", action="store_true", help="run every task, reusing no result")
+    submit_cmd.add_argument("--wait", action="store_true", help="wait for the run and report its state")
+    submit_cmd.add_argument("--timeout", type=float, help="Kubeflow: seconds to wait at most")
+    add_target_flags(submit_cmd, cluster=True)
+    add_pipeline_flags(submit_cmd, use_defaults=False)
 
     predict = commands.add_parser("predict", help="the top classes of each video, as JSON lines")
     predict.add_argument("--model", type=Path, required=True,
@@ -128,11 +185,6 @@ def main(argv: list[str] | None = None) -> None:
         if missing:
             parser.error("--vertex needs " + ", ".join(f"--{f.replace('_', '-')}" for f in missing))
     setup_logging()
-    if args.command == "compile":
-        from pipelines.video_classification import compile_pipeline
-
-        logging.getLogger("videoclf").info("wrote %s", compile_pipeline(args.output))
-        return
     if args.command == "lineage":
         from pipelines.lineage import lineage_of_run
 
@@ -153,18 +205,21 @@ def main(argv: list[str] | None = None) -> None:
     from pipelines.local_runner import print_summary
 
     try:
+        if args.command == "compile":
+            logging.getLogger("videoclf").info("wrote %s", compile_command(args))
+            return
         if args.command == "submit":
             summary = submit(args)
         elif args.command == "run":
             from pipelines.local_runner import run_local
 
-            summary = run_local(pipeline_args(args), args.output, args.runner)
+            summary = run_local(pipeline_args(args), args.output, args.runner, args.extract_parts)
         else:
             from pipelines.demo import run_demo
 
-            summary = run_demo(args.output, args.runner, **pipeline_args(args))
-    except RuntimeError as e:  # a task failed (its log above says why), or a submission
-        sys.exit(f"videoclf {args.command}: {e}")
+            summary = run_demo(args.output, args.runner, args.extract_parts, **pipeline_args(args))
+    except (RuntimeError, TargetError, ImageError) as e:  # a task failed (its log above says why),
+        sys.exit(f"videoclf {args.command}: {e}")       # or the target refused a setting
     print_summary(summary)
 
 

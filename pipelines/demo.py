@@ -32,10 +32,11 @@ DEMO_PARAMS = {
 GROUPS, CLIPS_PER_GROUP = 28, 6  # 168 clips per class: enough whole groups for 100/20/30
 
 
-def run_demo(output_dir: Path, runner: str = "subprocess", **overrides) -> dict:
+def run_demo(output_dir: Path, runner: str = "subprocess", extract_parts: int = 1, **overrides) -> dict:
     """Makes the demo zip, serves it on loopback and runs the pipeline on it with ``runner``."""
     params = {**DEMO_PARAMS, **overrides}
     with tempfile.TemporaryDirectory(prefix="videoclf-demo-") as tmp:
         make_demo_zip(Path(tmp) / ZIP_NAME, groups=GROUPS, clips_per_group=CLIPS_PER_GROUP)
         with serve_directory(Path(tmp)) as base_url:
-            return run_local({**params, "source_url": f"{base_url}/{ZIP_NAME}"}, output_dir, runner)
+            return run_local({**params, "source_url": f"{base_url}/{ZIP_NAME}"}, output_dir, runner,
+                             extract_parts)

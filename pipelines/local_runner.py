@@ -53,7 +53,7 @@ def docker_runner() -> Iterator:
     from kfp import local
     from kfp.local import docker_task_handler
 
-    from components.images import IMAGES
+    from components.images import NAMES, image
 
     where = os.environ.get("DOCKER_HOST", "the default Docker socket")
     try:
@@ -62,11 +62,11 @@ def docker_runner() -> Iterator:
     except docker.errors.DockerException as e:
         raise EngineError(f"no Docker API at {where} ({e}): start Docker, or run "
                           "images/local-engine.sh and export the DOCKER_HOST it prints") from e
-    missing = [image for image in IMAGES.values() if not client.images.list(name=image)]
+    missing = [image(name) for name in NAMES if not client.images.list(name=image(name))]
     client.close()
     if missing:
-        raise EngineError(f"images not found at {where}: {', '.join(missing)}; build them with "
-                          "make images (TRAINER_BASE=python:3.11-slim for a CPU-only trainer)")
+        raise EngineError(f"images not found at {where}: {', '.join(missing)}; build them from this "
+                          "source with make images")
     own = docker_task_handler.run_docker_container
     docker_task_handler.run_docker_container = run_container
     try:
@@ -82,12 +82,13 @@ def link(name: Path, artifact: str) -> str:
     return str(name)
 
 
-def run_local(params: dict, output_dir: Path, runner: str = "subprocess") -> dict:
-    """Runs the pipeline with ``params`` on ``runner`` (``subprocess`` or ``docker``); returns the
-    summary it also writes to ``output_dir``."""
+def run_local(params: dict, output_dir: Path, runner: str = "subprocess", extract_parts: int = 1) -> dict:
+    """Runs the pipeline with ``params`` on ``runner`` (``subprocess`` or ``docker``), extracting
+    frames in ``extract_parts`` parts; returns the summary it also writes to ``output_dir``."""
     from kfp import local
 
-    from pipelines.video_classification import video_classification_pipeline
+    from pipelines.targets import Target
+    from pipelines.video_classification import build_pipeline
 
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ def run_local(params: dict, output_dir: Path, runner: str = "subprocess") -> dic
           else contextlib.nullcontext(local.SubprocessRunner(use_venv=False))) as kfp_runner:
         local.init(runner=kfp_runner, pipeline_root=str(output_dir), raise_on_error=True)
         log.info("running the pipeline locally with the %s runner; artifacts go to %s", runner, output_dir)
-        outputs = video_classification_pipeline(**params).outputs
+        outputs = build_pipeline(Target(extract_parts=extract_parts))(**params).outputs
     test = outputs["test_metrics"].metadata
     training = outputs["training_metrics"].metadata
     run_dir = Path(outputs["report"].path).parents[1]

@@ -3,37 +3,42 @@
 Defaults are the tutorial's: 10 UCF101 classes, 30/10/10 clips per class, 10 frames every 15th
 frame at 224 x 224, 50 epochs of batch 8 at a learning rate of 1e-4, and its network's width
 and depth. Added: splits by group (no actor and scene in two splits), random flips, mixed
-precision on GPUs, early stopping after 10 epochs without a better validation accuracy, and
-checkpoints that a retried or re-run training resumes.
+precision on GPUs, early stopping, and checkpoints that a retried or re-run training resumes.
 
-Extraction fans out over ``extract_parts`` pods (``dsl.ParallelFor``), and ``gather_frames``
-merges their outputs into the one dataset that training and evaluation read.
+``build_pipeline(target)`` fixes what depends on where the pipeline runs (``pipelines.targets``):
+the GPU request (a Kubernetes resource name on Kubeflow, a machine-spec enum on Vertex AI), the
+Kubernetes settings of the training pod, and the extraction fan-out. With one extraction part
+(the default) frames are extracted by one task; with more, a ``dsl.ParallelFor`` runs a pod per
+part and ``gather_frames`` merges them.
 
-The training task asks for ``accelerator_count`` GPUs of ``accelerator_type``, and is retried
-when its node goes away. On Kubernetes its pod also gets ``gpu_node_selector`` and
-``gpu_tolerations`` (JSON, as in a pod spec). Both are empty by default: GKE, and clusters with
-the ExtendedResourceToleration admission plugin, add the toleration of the ``nvidia.com/gpu``
-taint to pods that ask for GPUs themselves. (A non-empty dict default would make the compiled
-YAML's header differ from one compile to the next: KFP writes it from an unordered map.)
+Every task has CPU and memory requests equal to its limits (Vertex AI sizes its machine from the
+limits). The training task is retried when its pod fails; a retry after a failure that would
+recur (a diverged loss) ends at once with the same error (``components.train_model.train``).
 """
 
+import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
+import yaml
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Markdown, Metrics, Model
 
+from components import images
 from components.download_subset.component import download_subset
 from components.download_subset.download import UCF101_URL
 from components.evaluate_model.component import evaluate_model
-from components.extract_frames.component import extract_frames, extraction_parts, gather_frames
+from components.extract_frames.component import extract_frames, gather_frames
 from components.train_model.component import train_model
+from pipelines.targets import CHECKPOINT_MOUNT, DEFAULT_TARGET, S3_SECRET_KEYS, Target
 
 PIPELINE_NAME = "video-action-classification"
+DESCRIPTION = "Action recognition on a UCF101 subset with a (2+1)D ResNet."
 COMPILED_YAML = Path(__file__).with_name("video_classification.yaml")
-NO_NODE_SELECTOR: dict = {}
-NO_TOLERATIONS: list = []
 TRAIN_RETRIES = 3
+# CPU and memory of each task, requested and as its limit.
+RESOURCES = {"download": ("1", "2G"), "extract": ("4", "8G"), "gather": ("1", "2G"),
+             "train": ("4", "15G"), "evaluate": ("2", "8G")}
 
 
 class PipelineOutputs(NamedTuple):
@@ -48,86 +53,140 @@ class PipelineOutputs(NamedTuple):
     report: HTML
 
 
-@dsl.pipeline(name=PIPELINE_NAME,
-              description="Action recognition on a UCF101 subset with a (2+1)D ResNet.")
-def video_classification_pipeline(
-    source_url: str = UCF101_URL,
-    num_classes: int = 10,
-    train_per_class: int = 30,
-    val_per_class: int = 10,
-    test_per_class: int = 10,
-    split_by: str = "group",
-    n_frames: int = 10,
-    frame_step: int = 15,
-    height: int = 224,
-    width: int = 224,
-    clips_per_train_video: int = 3,
-    eval_clips_per_video: int = 1,
-    frame_encoding: str = "raw",
-    max_failed_fraction: float = 0.01,
-    extract_parts: int = 1,
-    epochs: int = 50,
-    batch_size: int = 8,
-    learning_rate: float = 1e-4,
-    seed: int = 42,
-    random_flip: bool = True,
-    base_filters: int = 16,
-    blocks_per_stage: int = 1,
-    precision: str = "auto",
-    patience: int = 10,
-    checkpoint_dir: str = "",
-    accelerator_type: str = "NVIDIA_TESLA_T4",
-    accelerator_count: int = 1,
-    gpu_node_selector: dict = NO_NODE_SELECTOR,
-    gpu_tolerations: list = NO_TOLERATIONS,
-) -> PipelineOutputs:
-    download = download_subset(
-        source_url=source_url, num_classes=num_classes, train_per_class=train_per_class,
-        val_per_class=val_per_class, test_per_class=test_per_class, seed=seed, split_by=split_by)
-    download.set_cpu_request("1").set_memory_request("2G")
+def build_pipeline(target: Target = DEFAULT_TARGET):
+    """The pipeline, compiled for ``target``."""
+    target.check()
 
-    parts = extraction_parts(num_parts=extract_parts)
-    parts.set_cpu_request("0.1").set_memory_request("256M")
-    with dsl.ParallelFor(items=parts.output, name="extract-parts") as part:
-        extract = extract_frames(
-            videos=download.outputs["dataset"], part=part, num_parts=extract_parts, n_frames=n_frames,
-            frame_step=frame_step, height=height, width=width,
-            clips_per_train_video=clips_per_train_video, eval_clips_per_video=eval_clips_per_video,
-            frame_encoding=frame_encoding,
-            max_failed_fraction=max_failed_fraction, seed=seed)
-        extract.set_cpu_request("4").set_memory_request("8G")
-    gather = gather_frames(parts=dsl.Collected(extract.outputs["frames"]),
-                           max_failed_fraction=max_failed_fraction)
-    gather.set_cpu_request("1").set_memory_request("2G")
+    def place(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
+        """Sets the task's CPU and memory, and its access to s3:// storage."""
+        cpu, memory = RESOURCES[stage]
+        task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
+        if target.s3_secret:
+            kubernetes.use_secret_as_env(task, target.s3_secret, S3_SECRET_KEYS)
+        if target.s3_endpoint:
+            task.set_env_variable("AWS_ENDPOINT_URL", target.s3_endpoint)
+        return task
 
-    train = train_model(
-        frames=gather.outputs["frames"], epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, seed=seed, random_flip=random_flip, base_filters=base_filters,
-        blocks_per_stage=blocks_per_stage, precision=precision, patience=patience,
-        checkpoint_dir=checkpoint_dir)
-    train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-    train.set_cpu_request("4").set_memory_request("16G")
-    train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
-    kubernetes.add_node_selector_json(train, gpu_node_selector)
-    kubernetes.add_toleration_json(train, gpu_tolerations)
+    @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
+    def video_classification_pipeline(
+        source_url: str = UCF101_URL,
+        num_classes: int = 10,
+        train_per_class: int = 30,
+        val_per_class: int = 10,
+        test_per_class: int = 10,
+        split_by: str = "group",
+        n_frames: int = 10,
+        frame_step: int = 15,
+        height: int = 224,
+        width: int = 224,
+        clips_per_train_video: int = 3,
+        eval_clips_per_video: int = 1,
+        frame_encoding: str = "raw",
+        max_failed_fraction: float = 0.01,
+        epochs: int = 50,
+        batch_size: int = 8,
+        learning_rate: float = 1e-4,
+        seed: int = 42,
+        random_flip: bool = True,
+        base_filters: int = 16,
+        blocks_per_stage: int = 1,
+        precision: str = "auto",
+        patience: int = 10,
+        checkpoint_dir: str = "",
+        accelerator_type: str = target.default_accelerator,
+        accelerator_count: str = "1",  # a string: the KFP driver reads resource placeholders as strings
+        gpu_node_selector: dict = {},  # noqa: B006 (a pipeline parameter's default, never mutated)
+        gpu_tolerations: list = [],  # noqa: B006
+    ) -> PipelineOutputs:
+        download = place(download_subset(
+            source_url=source_url, num_classes=num_classes, train_per_class=train_per_class,
+            val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
+            split_by=split_by), "download")
 
-    evaluate = evaluate_model(frames=gather.outputs["frames"], model=train.outputs["model"])
-    evaluate.set_cpu_request("2").set_memory_request("8G")
+        sampling = dict(n_frames=n_frames, frame_step=frame_step, height=height, width=width,
+                        clips_per_train_video=clips_per_train_video,
+                        eval_clips_per_video=eval_clips_per_video, frame_encoding=frame_encoding,
+                        max_failed_fraction=max_failed_fraction, seed=seed)
+        if target.extract_parts == 1:
+            extract = place(extract_frames(videos=download.outputs["dataset"], part=0, num_parts=1,
+                                           **sampling), "extract")
+            frames = extract.outputs["frames"]
+        else:
+            with dsl.ParallelFor(items=list(range(target.extract_parts)), name="extract-parts") as part:
+                extract = place(extract_frames(videos=download.outputs["dataset"], part=part,
+                                               num_parts=target.extract_parts, **sampling), "extract")
+            gather = place(gather_frames(parts=dsl.Collected(extract.outputs["frames"]),
+                                         max_failed_fraction=max_failed_fraction), "gather")
+            frames = gather.outputs["frames"]
 
-    return PipelineOutputs(
-        model=train.outputs["model"],
-        training_metrics=train.outputs["metrics"],
-        learning_curves=train.outputs["learning_curves"],
-        tensorboard=train.outputs["tensorboard"],
-        test_metrics=evaluate.outputs["metrics"],
-        confusion_matrix=evaluate.outputs["confusion_matrix"],
-        confusion_matrix_plot=evaluate.outputs["confusion_matrix_plot"],
-        summary=evaluate.outputs["summary"],
-        report=evaluate.outputs["report"],
-    )
+        train = place(train_model(
+            frames=frames, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            seed=seed, random_flip=random_flip, base_filters=base_filters,
+            blocks_per_stage=blocks_per_stage, precision=precision, patience=patience,
+            checkpoint_dir=checkpoint_dir,
+            checkpoint_volume=CHECKPOINT_MOUNT if target.checkpoint_pvc else "",
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "train")
+        train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+        train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
+        if target.platform == "kubeflow":
+            kubernetes.add_node_selector_json(train, gpu_node_selector)
+            kubernetes.add_toleration_json(train, gpu_tolerations)
+            if target.checkpoint_pvc:
+                kubernetes.mount_pvc(train, pvc_name=target.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
+
+        evaluate = place(evaluate_model(frames=frames, model=train.outputs["model"]), "evaluate")
+
+        return PipelineOutputs(
+            model=train.outputs["model"],
+            training_metrics=train.outputs["metrics"],
+            learning_curves=train.outputs["learning_curves"],
+            tensorboard=train.outputs["tensorboard"],
+            test_metrics=evaluate.outputs["metrics"],
+            confusion_matrix=evaluate.outputs["confusion_matrix"],
+            confusion_matrix_plot=evaluate.outputs["confusion_matrix_plot"],
+            summary=evaluate.outputs["summary"],
+            report=evaluate.outputs["report"],
+        )
+
+    return video_classification_pipeline
 
 
-def compile_pipeline(path: Path = COMPILED_YAML) -> Path:
-    """Compiles the pipeline to YAML for Kubeflow Pipelines or Vertex AI Pipelines."""
-    compiler.Compiler().compile(video_classification_pipeline, str(path))
-    return path
+def reference_images() -> dict[str, str]:
+    """The images the committed YAML names: local ones, under a tag no build carries."""
+    return {name: images.image(name, images.LOCAL_REGISTRY, images.REFERENCE_TAG) for name in images.NAMES}
+
+
+def compile_pipeline(path: Path = COMPILED_YAML, target: Target = DEFAULT_TARGET,
+                     image_names: dict[str, str] | None = None, enable_caching: bool = True) -> Path:
+    """Compiles the pipeline for ``target`` to YAML naming ``image_names`` (by default the
+    reference images of the committed YAML). Without caching, every task of every DAG has it
+    off (``kfp.Client`` turns it off for the root DAG's tasks only, not for those in a loop)."""
+    reference = image_names is None
+    image_names = image_names or reference_images()
+    with tempfile.TemporaryDirectory(prefix="videoclf-compile-") as tmp:
+        compiled = Path(tmp) / "pipeline.yaml"
+        compiler.Compiler().compile(build_pipeline(target), str(compiled))
+        pipeline_spec, *platform_spec = yaml.safe_load_all(compiled.read_text())
+    for executor in pipeline_spec["deploymentSpec"]["executors"].values():
+        container = executor["container"]
+        container["image"] = image_names[images.name_of(container["image"])]
+    if not enable_caching:
+        for task in all_tasks(pipeline_spec):
+            task["cachingOptions"] = {"enableCache": False}
+    documents = [pipeline_spec] + (platform_spec if target.platform == "kubeflow" else [])
+    where = ("Vertex AI Pipelines" if target.platform == "vertex"
+             else f"Kubeflow Pipelines (backend {target.min_backend} or newer)")
+    header = (f"# {PIPELINE_NAME}, compiled by videoclf for {where}.\n"
+              f"# Images: {', '.join(image_names[name] for name in images.NAMES)}\n")
+    if reference:
+        header += ("# The reference build, kept for review: its images are local. For a cluster, compile\n"
+                   "# with: videoclf compile --target kubeflow|vertex --registry REGISTRY\n")
+    Path(path).write_text(header + yaml.safe_dump_all(documents, sort_keys=True))
+    return Path(path)
+
+
+def all_tasks(pipeline_spec: dict):
+    """Every task of a compiled pipeline spec: its root DAG's and its sub-DAGs'."""
+    components = pipeline_spec["components"].values()
+    for dag in [pipeline_spec["root"]["dag"], *(c["dag"] for c in components if "dag" in c)]:
+        yield from dag["tasks"].values()

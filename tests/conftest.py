@@ -10,6 +10,8 @@ from pipelines.demo_data import make_demo_zip
 from pipelines.range_server import serve_directory
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# gcsfs asks the gRPC Storage Control API whether a bucket is hierarchical; the emulator has none.
+os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 
 REAL_CLIPS = Path(os.environ.get("VIDEOCLF_REAL_CLIPS",
                                  Path(__file__).resolve().parents[2] / "shared" / "real-clips"))
@@ -62,29 +64,51 @@ def frames_dir(videos_dir, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator() -> str:
-    """A Cloud Storage API emulator on loopback; its address, for ``STORAGE_EMULATOR_HOST``."""
-    from gcp_storage_emulator.server import create_server
-
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator() -> dict[str, str]:
+    """A Cloud Storage API emulator on loopback; the environment that points gcsfs at it."""
+    from gcp_storage_emulator.server import create_server
+
+    port = free_port()
     server = create_server("127.0.0.1", port, in_memory=True)
     server.start()
-    yield f"http://127.0.0.1:{port}"
+    yield {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}", "FSSPEC_GS_TOKEN": "anon",
+           "FSSPEC_GS_PROJECT": "videoclf-test"}
     server.stop()
 
 
-@pytest.fixture
-def gcs_bucket(gcs_emulator, monkeypatch, request):
-    """A new bucket in the emulator, with the environment pointing google-cloud-storage at it."""
-    from google.cloud import storage
+@pytest.fixture(scope="session")
+def s3_server() -> dict[str, str]:
+    """moto's S3 server on loopback; the environment that points s3fs at it, as at a MinIO."""
+    from moto.server import ThreadedMotoServer
 
-    monkeypatch.setenv("STORAGE_EMULATOR_HOST", gcs_emulator)
-    monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "videoclf-test")
-    name = request.node.name.lower().replace("_", "-")[:63]
-    return storage.Client().create_bucket(name)
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "videoclf",
+           "AWS_SECRET_ACCESS_KEY": "videoclf-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+    server.stop()
+
+
+@pytest.fixture(params=["gs", "s3"])
+def bucket(request, monkeypatch) -> str:
+    """A new bucket, ``gs://`` in the Cloud Storage emulator or ``s3://`` in moto's S3 server,
+    with the environment pointing gcsfs or s3fs at it; its URL."""
+    import fsspec
+
+    server = request.getfixturevalue("gcs_emulator" if request.param == "gs" else "s3_server")
+    for name, value in server.items():
+        monkeypatch.setenv(name, value)
+    name = request.node.name.lower().replace("_", "-").replace("[", "-").strip("]")[:63]
+    fs = fsspec.filesystem(request.param)
+    fs.mkdir(name)
+    return f"{request.param}://{name}"
 
 
 @pytest.fixture(scope="session")

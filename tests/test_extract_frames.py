@@ -214,3 +214,15 @@ def test_evenly_spaced_starts_include_the_centred_one():
     assert spaced_starts(164, 10, 15, 1) == [14]  # (164 - 136) // 2
     assert spaced_starts(164, 10, 15, 3) == [4, 14, 23]
     assert spaced_starts(32, 10, 15, 3) == [0, 0, 0]  # shorter than one clip
+
+
+def test_too_little_disk_for_the_clips_fails_before_decoding(videos_dir, tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100_000, 100_000))
+    spec = ClipSpec(**TINY, clips_per_train_video=2, seed=0)  # 52 clips of 4 x 32 x 32 x 3 = 12 KiB
+    with pytest.raises(OSError, match=r"the extracted clips need 0.6 MB but .* has 0.1 MB free"):
+        extract_dataset(videos_dir, tmp_path / "frames", spec)
+    assert not (tmp_path / "frames" / MANIFEST).exists()

@@ -1,17 +1,25 @@
-"""Submission to Kubeflow Pipelines (against a loopback server implementing the v2beta1 endpoints
-that kfp.Client uses) and to Vertex AI (up to the PipelineJob it would submit)."""
+"""Compiling for a cluster and submitting to Kubeflow Pipelines (against a loopback server
+implementing the v2beta1 endpoints that kfp.Client uses, its healthz as
+kubeflow/pipelines backend/src/apiserver/main.go serves it) and to Vertex AI (up to the
+PipelineJob it would submit)."""
 
 import json
 import socket
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import yaml
 
+from components import images
 from pipelines.cli import main
-from pipelines.submit import SubmitError, all_tasks, compiled_package, vertex_job
-from pipelines.video_classification import PIPELINE_NAME
+from pipelines.targets import DEFAULT_TARGET, SubmitError, Target
+from pipelines.vertex_runner import vertex_job
+from pipelines.video_classification import PIPELINE_NAME, all_tasks, compile_pipeline
+
+REGISTRY = "europe-docker.pkg.dev/my-project/videoclf"
 
 
 class KfpApi(BaseHTTPRequestHandler):
@@ -19,6 +27,7 @@ class KfpApi(BaseHTTPRequestHandler):
 
     requests: list  # (method, path, JSON body) of each request, set per server
     refuse_runs = False
+    version = "2.5.0"
 
     def log_message(self, *args):
         pass
@@ -37,8 +46,8 @@ class KfpApi(BaseHTTPRequestHandler):
             self.reply(200, {"run_id": self.path.rsplit("/", 1)[1], "state": "SUCCEEDED"})
         elif self.path.startswith("/apis/v2beta1/experiments"):
             self.reply(200, {})  # no experiment of that name yet
-        else:
-            self.reply(200, {"multi_user": False})
+        else:  # healthz
+            self.reply(200, {"commit_sha": "0123abc", "tag_name": self.version, "multi_user": False})
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -62,11 +71,20 @@ def kfp_api():
     server.server_close()
 
 
-def compiled_specs() -> tuple[dict, dict]:
-    """The compiled pipeline spec and platform (Kubernetes) spec."""
-    with compiled_package() as package:
-        pipeline_spec, platform_spec = yaml.safe_load_all(package.read_text())
-    return pipeline_spec, platform_spec
+@pytest.fixture(autouse=True)
+def committed_images(monkeypatch, tmp_path):
+    """Images tagged with a commit, as a clean checkout tags them; no digests recorded."""
+    monkeypatch.setattr(images, "TAG", "0123456789ab")
+    monkeypatch.setattr(images, "DIGESTS", tmp_path / "digests.json")
+    monkeypatch.delenv("VIDEOCLF_TAG", raising=False)
+    monkeypatch.delenv("VIDEOCLF_REGISTRY", raising=False)
+
+
+def compiled_specs(target: Target = DEFAULT_TARGET) -> tuple[dict, dict]:
+    """The pipeline spec and platform (Kubernetes) spec compiled for a Kubeflow cluster."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = compile_pipeline(Path(tmp) / "p.yaml", target, images.cluster_images(REGISTRY))
+        return tuple(yaml.safe_load_all(path.read_text()))
 
 
 def task_caching(spec: dict) -> set:
@@ -76,8 +94,9 @@ def task_caching(spec: dict) -> set:
 
 def test_kubeflow_run_gets_the_compiled_pipeline_and_the_parameters(kfp_api, capsys):
     url, api = kfp_api
-    main(["submit", "--host", url, "--experiment", "nightly", "--run-name", "ucf10-a", "--no-cache",
-          "--num-classes", "5", "--epochs", "3", "--gpu-node-selector", '{"pool": "gpu"}', "--wait"])
+    main(["submit", "--host", url, "--registry", REGISTRY, "--experiment", "nightly", "--run-name",
+          "ucf10-a", "--no-cache", "--num-classes", "5", "--epochs", "3", "--gpu-node-selector",
+          '{"pool": "gpu"}', "--wait"])
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert answer == {"run_id": "run-1", "url": f"{url}/#/runs/details/run-1", "state": "SUCCEEDED"}
 
@@ -89,19 +108,22 @@ def test_kubeflow_run_gets_the_compiled_pipeline_and_the_parameters(kfp_api, cap
                                                    "gpu_node_selector": {"pool": "gpu"}}
     expected, platform_spec = compiled_specs()
     sent = run["pipeline_spec"]["pipeline_spec"]
+    assert {e["container"]["image"] for e in sent["deploymentSpec"]["executors"].values()} == {
+        f"{REGISTRY}/{name}:0123456789ab" for name in ("data", "trainer", "evaluator")}
     assert run["pipeline_spec"]["platform_spec"] == platform_spec  # node selector, tolerations
     assert sent["pipelineInfo"]["name"] == PIPELINE_NAME
     assert sent["deploymentSpec"] == expected["deploymentSpec"]  # the images and commands
     assert sent["root"]["inputDefinitions"] == expected["root"]["inputDefinitions"]
     assert task_caching(sent) == {False} and True in task_caching(expected)
     assert ("GET", "/apis/v2beta1/runs/run-1", None) in api.requests
+    assert ("GET", "/apis/v2beta1/healthz", None) in api.requests
 
 
 def test_a_refused_run_is_a_clear_error(kfp_api):
     url, api = kfp_api
     api.refuse_runs = True
     with pytest.raises(SystemExit, match=r"refused the request: HTTP 400 .*pipeline spec is invalid") as e:
-        main(["submit", "--host", url])
+        main(["submit", "--host", url, "--registry", REGISTRY])
     assert url in str(e.value)
 
 
@@ -110,13 +132,15 @@ def test_no_server_is_a_clear_error():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     with pytest.raises(SystemExit, match=rf"cannot reach the Kubeflow Pipelines API at http://127.0.0.1:{port}"):
-        main(["submit", "--host", f"http://127.0.0.1:{port}"])
+        main(["submit", "--host", f"http://127.0.0.1:{port}", "--registry", REGISTRY])
 
 
 def test_vertex_job_holds_the_pipeline_root_parameters_and_caching():
     from google.auth.credentials import AnonymousCredentials
 
-    with compiled_package(enable_caching=False, kubernetes=False) as package:
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(Path(tmp) / "p.yaml", Target("vertex"), images.cluster_images(REGISTRY),
+                                   enable_caching=False)
         job = vertex_job(package, {"num_classes": 5, "split_by": "file"}, "my-project", "europe-west4",
                          "gs://my-bucket/runs", run_name="ucf10-b", enable_caching=False,
                          credentials=AnonymousCredentials())
@@ -131,9 +155,68 @@ def test_vertex_job_holds_the_pipeline_root_parameters_and_caching():
     assert task_caching(spec) == {False}
 
 
-def test_vertex_needs_a_gcs_root_and_its_flags(capsys):
-    with compiled_package() as package, pytest.raises(SubmitError, match="must be a gs:// folder"):
-        vertex_job(package, {}, "p", "us-central1", "/tmp/runs")
+def test_vertex_needs_a_gcs_root_and_its_flags(capsys, tmp_path):
+    with pytest.raises(SubmitError, match="must be a gs:// folder"):
+        vertex_job(tmp_path / "p.yaml", {}, "p", "us-central1", "/tmp/runs")
     with pytest.raises(SystemExit):
         main(["submit", "--vertex", "--project", "p"])
     assert "--vertex needs --region, --pipeline-root" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("version", "parts", "refused"), [
+    ("2.4.0", 1, True), ("2.5.0", 1, False), ("v2.14.3", 1, False), ("2.13.0", 2, True),
+    ("2.14.0", 2, False)])
+def test_an_older_backend_is_refused_before_the_run(kfp_api, version, parts, refused):
+    url, api = kfp_api
+    api.version = version
+    args = ["submit", "--host", url, "--registry", REGISTRY, "--extract-parts", str(parts)]
+    if refused:
+        needed = "2.14.0" if parts > 1 else "2.5.0"
+        with pytest.raises(SystemExit, match=rf"backend at {url} is {version}; this pipeline needs {needed}"):
+            main(args)
+        assert not any(method == "POST" for method, _, _ in api.requests)
+    else:
+        main(args)
+        assert any(path == "/apis/v2beta1/runs" for method, path, _ in api.requests)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--host", "URL", "--accelerator-type", "NVIDIA_TESLA_T4"],
+     r"not a Kubernetes resource name: on Kubeflow pass --accelerator-type nvidia.com/gpu .*"
+     r"--gpu-node-selector '\{\"cloud.google.com/gke-accelerator\": \"nvidia-tesla-t4\"\}'"),
+    (["--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", "--accelerator-type",
+      "nvidia.com/gpu"], r"not a Vertex AI accelerator: pass its machine-spec name, e.g. "
+                         r"--accelerator-type NVIDIA_TESLA_T4"),
+    (["--host", "URL", "--accelerator-count", "one"], "accelerator_count must be a whole number"),
+    (["--host", "URL", "--checkpoint-dir", "/data/checkpoints"],
+     "on the training pod's own disk.*--checkpoint-pvc NAME"),
+    (["--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", "--checkpoint-pvc", "c"],
+     "--checkpoint-pvc is for Kubeflow"),
+    (["--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", "--gpu-node-selector",
+      '{"a": "b"}'], "--gpu-node-selector is for Kubernetes"),
+])
+def test_settings_the_platform_would_not_run_are_refused(kfp_api, args, message):
+    url, api = kfp_api
+    with pytest.raises(SystemExit, match=message):
+        main(["submit", *[url if a == "URL" else a for a in args], "--registry", REGISTRY])
+    assert not any(method == "POST" for method, _, _ in api.requests)
+
+
+def test_a_cluster_yaml_needs_a_registry_and_an_immutable_tag(tmp_path, monkeypatch):
+    out = tmp_path / "p.yaml"
+    for registry in ([], ["--registry", "localhost/videoclf"]):
+        with pytest.raises(SystemExit, match="needs the registry the cluster pulls the images from.*"
+                                             "--registry or set VIDEOCLF_REGISTRY"):
+            main(["compile", "--target", "kubeflow", "--output", str(out), *registry])
+    assert not out.exists()
+    monkeypatch.setattr(images, "TAG", "0123456789ab-dirty-1a2b3c4d")
+    with pytest.raises(SystemExit, match="uncommitted changes.*make push"):
+        main(["compile", "--target", "vertex", "--output", str(out), "--registry", REGISTRY])
+    # make push records each image's digest: the YAML then names that exact build.
+    tagged = f"{REGISTRY}/trainer:0123456789ab-dirty-1a2b3c4d"
+    images.DIGESTS.write_text(json.dumps({f"{REGISTRY}/{n}:0123456789ab-dirty-1a2b3c4d": f"sha256:{n:0>64}"
+                                          for n in images.NAMES}))
+    main(["compile", "--target", "vertex", "--output", str(out), "--registry", REGISTRY])
+    [spec] = yaml.safe_load_all(out.read_text())
+    train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["image"]
+    assert train == f"{tagged}@sha256:{'trainer':0>64}"

@@ -7,6 +7,7 @@ import time
 import numpy as np
 import pytest
 
+from components.train_model import train as train_module
 from components.train_model.inputs import batches, read_records
 from components.train_model.model import build_model
 from components.train_model.train import (
@@ -110,12 +111,22 @@ def test_missing_dataset_is_named(tmp_path):
         train(tmp_path, tmp_path / "model", QUICK)
 
 
-def test_a_nan_loss_stops_training_with_a_clear_error(frames_dir, tmp_path):
+def test_a_nan_loss_stops_training_and_a_retry_ends_at_once(frames_dir, tmp_path, monkeypatch):
     exploding = TrainConfig(epochs=5, batch_size=4, learning_rate=1e30, seed=0, patience=0)
-    with pytest.raises(TrainingDivergedError, match=r"loss became nan in epoch 1.*lower learning_rate"):
-        train(frames_dir, tmp_path / "model", exploding, checkpoint_dir=str(tmp_path / "ckpt"))
-    assert not (tmp_path / "ckpt" / STATE_FILE).exists()  # the diverged epoch is not saved
+    checkpoint_dir = tmp_path / "ckpt"
+    diverged = r"loss became nan in epoch 1.*lower learning_rate"
+    with pytest.raises(TrainingDivergedError, match=diverged) as first:
+        train(frames_dir, tmp_path / "model", exploding, checkpoint_dir=str(checkpoint_dir))
+    state = json.loads((checkpoint_dir / STATE_FILE).read_text())
+    assert state["epoch"] == 0 and state["failure"] == str(first.value)
+    assert [p.name for p in checkpoint_dir.iterdir()] == [STATE_FILE]  # the diverged epoch is not saved
     assert not (tmp_path / "model" / MODEL_FILE).exists()
+    # A retry of the task, as Kubeflow runs it (same settings, same folder), ends with the same
+    # error without training again.
+    monkeypatch.setattr(train_module, "fit", lambda *args: pytest.fail("the retry trained again"))
+    with pytest.raises(TrainingDivergedError, match="recorded in .*state.json by an earlier") as retry:
+        train(frames_dir, tmp_path / "model", exploding, checkpoint_dir=str(checkpoint_dir))
+    assert str(retry.value).startswith(str(first.value))
 
 
 def test_early_stopping_keeps_the_best_epoch(frames_dir, tmp_path):
@@ -160,10 +171,13 @@ def test_a_killed_training_resumes_and_ends_with_all_epochs(frames_dir, tmp_path
     assert kept == {STATE_FILE, "epoch-0008.keras", f"best-{result.metrics['best_epoch']:04d}.keras"}
 
 
-def test_gcs_checkpoints_resume_with_more_epochs(frames_dir, tmp_path, gcs_bucket):
-    checkpoint_dir = f"gs://{gcs_bucket.name}/runs/resume"
+def test_bucket_checkpoints_resume_with_more_epochs(frames_dir, tmp_path, bucket):
+    import fsspec
+
+    checkpoint_dir = f"{bucket}/runs/resume"
     train(frames_dir, tmp_path / "a", QUICK, checkpoint_dir)
-    assert json.loads(gcs_bucket.blob("runs/resume/state.json").download_as_text())["epoch"] == 2
+    fs = fsspec.filesystem(bucket.split("://")[0])
+    assert json.loads(fs.cat_file(f"{checkpoint_dir}/state.json"))["epoch"] == 2
     more = TrainConfig(**{**QUICK.__dict__, "epochs": 3})
     result = train(frames_dir, tmp_path / "b", more, checkpoint_dir)
     assert all(len(values) == 3 for values in result.history.values())
@@ -175,3 +189,27 @@ def test_a_checkpoint_of_other_settings_is_refused(frames_dir, tmp_path):
     other = TrainConfig(**{**QUICK.__dict__, "learning_rate": 1e-3})
     with pytest.raises(CheckpointMismatchError, match=r"ckpt holds a training run with other learning_rate"):
         train(frames_dir, tmp_path / "b", other, str(tmp_path / "ckpt"))
+
+
+def test_training_checkpoints_to_a_folder_of_the_run_on_a_mounted_volume(frames_dir, tmp_path):
+    """The training component, as compiled with --checkpoint-pvc: with no checkpoint_dir, its
+    checkpoints go to <volume>/<run id>, where a retried pod of the same run finds them."""
+    from kfp import dsl, local
+
+    from components.train_model.component import train_model
+
+    volume = tmp_path / "volume"
+    volume.mkdir()
+
+    @dsl.pipeline
+    def train_on_volume():
+        frames = dsl.importer(artifact_uri=str(frames_dir), artifact_class=dsl.Dataset)
+        train_model(frames=frames.output, epochs=1, batch_size=4, learning_rate=1e-4, seed=0,
+                    random_flip=False, base_filters=16, blocks_per_stage=1, precision="auto", patience=0,
+                    checkpoint_dir="", checkpoint_volume=str(volume), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
+               raise_on_error=True)
+    train_on_volume()
+    [run] = volume.iterdir()
+    assert len(run.name) >= 8 and json.loads((run / STATE_FILE).read_text())["epoch"] == 1

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from components.images import DATA_IMAGE
+from components.images import image
 
 
-@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=image("data"), install_kfp_package=False)
 def download_subset(
     source_url: str,
     num_classes: int,

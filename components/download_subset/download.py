@@ -1,8 +1,9 @@
 """Stage 1: download a subset of UCF101 with HTTP range reads of the zip.
 
 Only the central directory and the chosen members are read, with remotezip, so a subset of the
-6.5 GB zip costs what its clips weigh. The source may also be a local zip or a ``gs://`` object,
-and the output a local folder or a ``gs://`` prefix. Members are fetched by a bounded pool of
+6.5 GB zip costs what its clips weigh. The source may also be a local zip or a ``gs://`` or
+``s3://`` object (read in blocks through fsspec), and the output a local folder or a ``gs://`` or
+``s3://`` prefix. Members are fetched by a bounded pool of
 threads, each with its own handle on the zip, and a failed read (an HTTP error, a reset, a body
 cut short, a CRC-32 that does not match) is retried with exponential back-off. The output is
 laid out as ``<split>/<class>/<file>.avi`` beside a manifest written last.
@@ -26,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from components.common import MANIFEST, require_at_least_one
-from components.storage import GCS_SCHEME, Folder, gcs_bucket, split_gcs_uri
+from components.common import MANIFEST, check_free_space, require_at_least_one
+from components.storage import Folder, is_remote, open_input
 
 log = logging.getLogger(__name__)
 
@@ -61,15 +62,13 @@ class Clip:
 
 
 def open_zip(source: str) -> zipfile.ZipFile:
-    """Opens a zip by URL (range reads), ``gs://`` URI or local path, reading no member yet."""
+    """Opens a zip by URL (range reads), ``gs://`` or ``s3://`` URI or local path, reading no
+    member yet."""
     if source.startswith(("http://", "https://")):
         from remotezip import RemoteZip
 
         return RemoteZip(source)
-    if source.startswith(GCS_SCHEME):
-        bucket, name = split_gcs_uri(source)
-        return zipfile.ZipFile(gcs_bucket(bucket).blob(name).open("rb"))
-    return zipfile.ZipFile(source)
+    return zipfile.ZipFile(open_input(source) if is_remote(source) else source)
 
 
 def with_retries(action: Callable[[], T], what: str, retries: int = RETRIES) -> T:
@@ -192,7 +191,8 @@ class ZipReader:
 def download_subset_to(source: str, output_dir: str | Path, num_classes: int, train_per_class: int,
                        val_per_class: int, test_per_class: int, seed: int, split_by: str = "group",
                        threads: int = FETCH_THREADS, retries: int = RETRIES) -> dict:
-    """Downloads the subset into ``output_dir`` (a folder or ``gs://`` prefix); returns its manifest.
+    """Downloads the subset into ``output_dir`` (a folder, or a ``gs://`` or ``s3://`` prefix);
+    returns its manifest.
 
     Files already present and whole (size and CRC-32) are kept, so a re-run resumes; each new
     file is written atomically. The manifest is written last: its presence marks the output
@@ -218,6 +218,8 @@ def download_subset_to(source: str, output_dir: str | Path, num_classes: int, tr
             for split in SPLITS for clip in chosen[split]]
     log.info("%d classes, %d clips (%s), split by %s, %d threads", len(classes), len(todo),
              ", ".join(f"{s} {len(chosen[s])}" for s in SPLITS), split_by, threads)
+    if not is_remote(str(output_dir)):
+        check_free_space(Path(output_dir), sum(clip.size for _, clip, _ in todo), "the videos")
     reader = ZipReader(source)
 
     def fetch(clip: Clip, name: str) -> bool:

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
-from components.images import EVALUATOR_IMAGE
+from components.images import image
 
 
-@dsl.component(base_image=EVALUATOR_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=image("evaluator"), install_kfp_package=False)
 def evaluate_model(
     frames: Input[Dataset],
     model: Input[Model],

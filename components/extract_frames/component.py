@@ -1,7 +1,7 @@
 """The KFP components of the extract frames stage: thin typed wrappers.
 
-``extraction_parts`` lists the parts, ``extract_frames`` runs in one pod per part (a
-``dsl.ParallelFor``), and ``gather_frames`` merges the parts into one dataset.
+``extract_frames`` extracts one part of the videos (all of them by default); with several
+parts, one pod each (a ``dsl.ParallelFor``), ``gather_frames`` merges them into one dataset.
 """
 
 from typing import List  # noqa: UP035 (KFP reads typing.List in component signatures)
@@ -9,18 +9,10 @@ from typing import List  # noqa: UP035 (KFP reads typing.List in component signa
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.images import DATA_IMAGE
+from components.images import image
 
 
-@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
-def extraction_parts(num_parts: int) -> List[int]:  # noqa: UP006
-    """The part numbers 0 .. num_parts - 1, for the ParallelFor over extraction pods."""
-    if num_parts < 1:
-        raise ValueError(f"extract_parts must be at least 1, got {num_parts}")
-    return list(range(num_parts))
-
-
-@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=image("data"), install_kfp_package=False)
 def extract_frames(
     videos: Input[Dataset],
     part: int,
@@ -56,7 +48,7 @@ def extract_frames(
                                       Path(frames.path))})
 
 
-@dsl.component(base_image=DATA_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=image("data"), install_kfp_package=False)
 def gather_frames(
     parts: Input[List[Dataset]],  # noqa: UP006
     max_failed_fraction: float,

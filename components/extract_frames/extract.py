@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common import MANIFEST, read_manifest, require_at_least_one, write_json
+from components.common import MANIFEST, check_free_space, read_manifest, require_at_least_one, write_json
 from components.download_subset.download import SPLITS
 from components.extract_frames.video import Video, VideoError, random_starts, spaced_starts, span
 
@@ -136,6 +136,9 @@ def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_fail
         plan += [(split, g, len(groups), group) for g, group in enumerate(groups) if g % num_parts == part]
     jobs = [(Path(videos_dir) / entry["path"], split, spec)
             for split, _, _, group in plan for _, entry in group]
+    clip_bytes = spec.n_frames * spec.height * spec.width * 3 // (10 if spec.frame_encoding == "jpeg" else 1)
+    check_free_space(output_dir, clip_bytes * sum(spec.clips_per_video(split) for _, split, _ in jobs),
+                     "the extracted clips")
     workers = workers or cores()
     log.info("extracting %d videos (part %d of %d) with %d processes", len(jobs), part + 1, num_parts,
              workers)

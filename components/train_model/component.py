@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.images import TRAINER_IMAGE
+from components.images import image
 
 
-@dsl.component(base_image=TRAINER_IMAGE, install_kfp_package=False)
+@dsl.component(base_image=image("trainer"), install_kfp_package=False)
 def train_model(
     frames: Input[Dataset],
     epochs: int,
@@ -19,12 +19,18 @@ def train_model(
     precision: str,
     patience: int,
     checkpoint_dir: str,
+    checkpoint_volume: str,
+    run_id: str,
     model: Output[Model],
     metrics: Output[Metrics],
     learning_curves: Output[HTML],
     tensorboard: Output[Artifact],
 ):
-    """Trains the (2+1)D ResNet, resuming from checkpoint_dir, and plots its learning curves."""
+    """Trains the (2+1)D ResNet, resuming from checkpoint_dir, and plots its learning curves.
+
+    With a mounted checkpoint volume and no checkpoint_dir, checkpoints go to a folder of the run
+    on that volume, where a retried pod finds them.
+    """
     import dataclasses
     from pathlib import Path
 
@@ -33,6 +39,8 @@ def train_model(
     from components.train_model.train import MODEL_FILE, TrainConfig, train
 
     setup_logging()
+    if checkpoint_volume and not checkpoint_dir:
+        checkpoint_dir = f"{checkpoint_volume}/{run_id}"
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                          seed=seed, flip=random_flip, base_filters=base_filters,
                          blocks_per_stage=blocks_per_stage, precision=precision, patience=patience)

@@ -5,7 +5,9 @@ the compiled model (weights and optimizer state) and the training state (history
 the early-stopping count) go to a checkpoint folder: a local path, a mounted PVC or ``gs://``.
 Started again with the same folder, training resumes after the last completed epoch. (Keras's
 BackupAndRestore restores weights and epoch only, so the best model and early stopping would
-start over; hence this stage's own checkpoints.)
+start over; hence this stage's own checkpoints.) A failure that would recur with the same
+settings, a diverged loss, is recorded in the state: a retry of the task ends at once with the
+same error instead of training again.
 
 The output model folder holds the best epoch's ``model.keras`` by validation accuracy (it loads
 back once ``components.train_model.model`` is imported), ``classes.json`` (the class of each
@@ -101,7 +103,8 @@ class Checkpoints:
         self.fingerprint = fingerprint
 
     def load_state(self) -> dict:
-        """The saved training state, or a fresh one. Refuses a run made with other settings."""
+        """The saved training state, or a fresh one. Refuses a run made with other settings, and
+        raises again the failure an earlier attempt with these settings recorded."""
         text = self.folder.read_text(STATE_FILE)
         if text is None:
             return {"fingerprint": self.fingerprint, "epoch": 0, "history": {}, "epoch_seconds": [],
@@ -115,7 +118,14 @@ class Checkpoints:
             raise CheckpointMismatchError(
                 f"{self.folder.uri} holds a training run with other {', '.join(changed)}: give "
                 f"another checkpoint_dir, or delete that one to start over")
+        if state.get("failure"):
+            raise TrainingDivergedError(f"{state['failure']} (recorded in {self.folder.uri}/{STATE_FILE} "
+                                        "by an earlier attempt with these settings)")
         return state
+
+    def record_failure(self, state: dict, message: str) -> None:
+        """Records a failure that would recur, beside the last good epoch."""
+        self.folder.write_text(STATE_FILE, json.dumps({**state, "failure": message}, indent=2))
 
     def load_model(self, name: str) -> keras.Model:
         with tempfile.TemporaryDirectory() as tmp:
@@ -154,9 +164,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         state, where = self.state, self.checkpoints.folder.uri
         if not math.isfinite(logs["loss"]):
-            raise TrainingDivergedError(
-                f"the training loss became {logs['loss']} in epoch {epoch + 1}; the last good "
-                f"checkpoint (epoch {state['epoch']}) is in {where}; try a lower learning_rate")
+            message = (f"the training loss became {logs['loss']} in epoch {epoch + 1}; the last good "
+                       f"checkpoint (epoch {state['epoch']}) is in {where}; try a lower learning_rate")
+            self.checkpoints.record_failure(state, message)
+            raise TrainingDivergedError(message)
         for key, value in logs.items():
             state["history"].setdefault(key, []).append(float(value))
         state["epoch"] = epoch + 1

@@ -1,0 +1,120 @@
+"""Where the pipeline runs, and what that fixes in its compiled spec.
+
+Kubeflow Pipelines and Vertex AI read the same pipeline spec differently:
+
+- The GPU. The KFP v2 driver copies the task's accelerator type verbatim into the pod's resource
+  limits as a resource name (kubeflow/pipelines ``backend/src/v2/driver/driver.go``, where the
+  container's ``ResourceRequirements`` are built), so on Kubeflow it must be a Kubernetes
+  resource name such as ``nvidia.com/gpu``, with the GPU model chosen by a node selector
+  (``cloud.google.com/gke-accelerator`` on GKE). Vertex AI takes the machine-spec enum
+  (``NVIDIA_TESLA_T4``, ``NVIDIA_L4``, ...).
+- The Kubernetes platform spec (node selector, tolerations, volumes, secrets) is Kubeflow's
+  alone; Vertex AI gets the pipeline spec without it.
+- The backend version: the spec needs features the open-source backend gained over time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+PLATFORMS = ("kubeflow", "vertex")
+KUBEFLOW_GPU = "nvidia.com/gpu"
+VERTEX_GPU = "NVIDIA_TESLA_T4"
+GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
+CHECKPOINT_MOUNT = "/videoclf-checkpoints"  # where a checkpoint PVC is mounted in the training pod
+# The keys of Kubeflow's own MinIO secret (mlpipeline-minio-artifact), as the AWS variables.
+S3_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
+
+# The oldest Kubeflow Pipelines backend that runs the compiled spec, and why:
+# 2.5.0: node selector and tolerations as JSON parameters, PVC and secret names as parameters
+#   (kubeflow/pipelines#11770), resource requests and the accelerator as placeholders
+#   (#11501, 2.4.0), job placeholders such as {{$.pipeline_job_uuid}} (#11599), and retry
+#   back-off on the Argo back end (#11673).
+# 2.14.0: with extraction fanned out over several pods, dsl.Collected artifact lists (#11725).
+MIN_BACKEND = "2.5.0"
+MIN_BACKEND_FAN_OUT = "2.14.0"
+
+# A Kubernetes resource name that a pod's limits accept for an extended resource: domain/name.
+K8S_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+VERTEX_ACCELERATOR = re.compile(r"^(NVIDIA|TPU)_[A-Z0-9_]+$")
+
+
+class TargetError(ValueError):
+    """A setting that the target platform cannot run; says what to pass instead."""
+
+
+class SubmitError(RuntimeError):
+    """A run could not be submitted to a cluster, or could not be followed: says where and why."""
+
+
+def check_accelerator(platform: str, accelerator_type: str) -> None:
+    """Refuses a GPU name written for the other platform, saying what to pass."""
+    if platform == "kubeflow" and not K8S_RESOURCE.match(accelerator_type):
+        hint = ""
+        if VERTEX_ACCELERATOR.match(accelerator_type):
+            label = accelerator_type.lower().replace("_", "-")
+            hint = (f"; to ask for that model on GKE, add --gpu-node-selector "
+                    f"'{{\"{GKE_ACCELERATOR_LABEL}\": \"{label}\"}}'")
+        raise TargetError(f"accelerator_type {accelerator_type!r} is not a Kubernetes resource name: on "
+                          f"Kubeflow pass --accelerator-type {KUBEFLOW_GPU} (or your device plugin's "
+                          f"resource, e.g. amd.com/gpu){hint}")
+    if platform == "vertex" and not VERTEX_ACCELERATOR.match(accelerator_type):
+        raise TargetError(f"accelerator_type {accelerator_type!r} is not a Vertex AI accelerator: pass "
+                          f"its machine-spec name, e.g. --accelerator-type {VERTEX_GPU} or NVIDIA_L4")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What is fixed when the pipeline is compiled, rather than chosen per run."""
+
+    platform: str = "kubeflow"  # kubeflow or vertex; kfp.local runs the kubeflow form
+    extract_parts: int = 1  # extraction pods; above 1, a ParallelFor and a gather step
+    checkpoint_pvc: str = ""  # Kubeflow: an existing PVC the training pod mounts for checkpoints
+    s3_secret: str = ""  # Kubeflow: a Secret whose accesskey and secretkey every task gets for s3://
+    s3_endpoint: str = ""  # every task's AWS_ENDPOINT_URL, e.g. MinIO's service in the cluster
+
+    def check(self) -> None:
+        """Raises TargetError naming the setting this platform cannot take."""
+        if self.platform not in PLATFORMS:
+            raise TargetError(f"target must be one of {', '.join(PLATFORMS)}, got {self.platform!r}")
+        if self.extract_parts < 1:
+            raise TargetError(f"extract_parts must be at least 1, got {self.extract_parts}")
+        if self.platform == "vertex":
+            for flag, value in (("--checkpoint-pvc", self.checkpoint_pvc), ("--s3-secret", self.s3_secret)):
+                if value:
+                    raise TargetError(f"{flag} is for Kubeflow: Vertex AI mounts no PVC or Secret; use "
+                                      "gs:// paths, which the run's service account reads")
+
+    def check_params(self, params: dict) -> None:
+        """Refuses run parameters this platform would not run as meant."""
+        check_accelerator(self.platform, params.get("accelerator_type", self.default_accelerator))
+        if not re.fullmatch(r"\d+", str(params.get("accelerator_count", "1"))):
+            raise TargetError(f"accelerator_count must be a whole number of GPUs, got "
+                              f"{params['accelerator_count']!r}")
+        if self.platform == "vertex":
+            for name in ("gpu_node_selector", "gpu_tolerations"):
+                if params.get(name):
+                    raise TargetError(f"--{name.replace('_', '-')} is for Kubernetes: on Vertex AI the "
+                                      "training machine follows --accelerator-type and --accelerator-count")
+        checkpoint_dir = params.get("checkpoint_dir", "")
+        kept = ("gs://", "s3://", "/gcs/" if self.platform == "vertex" else "gs://")
+        on_volume = self.checkpoint_pvc and checkpoint_dir.startswith(f"{CHECKPOINT_MOUNT}/")
+        if checkpoint_dir and not checkpoint_dir.startswith(kept) and not on_volume:
+            raise TargetError(
+                f"checkpoint_dir {checkpoint_dir!r} is on the training pod's own disk, which a retried "
+                "pod does not see: give a gs:// or s3:// folder"
+                + (f", or mount a volume with --checkpoint-pvc NAME (checkpoints then go to "
+                   f"{CHECKPOINT_MOUNT}/<run id>)" if self.platform == "kubeflow" else ""))
+
+    @property
+    def default_accelerator(self) -> str:
+        return VERTEX_GPU if self.platform == "vertex" else KUBEFLOW_GPU
+
+    @property
+    def min_backend(self) -> str:
+        """The oldest Kubeflow Pipelines backend that runs this spec."""
+        return MIN_BACKEND_FAN_OUT if self.extract_parts > 1 else MIN_BACKEND
+
+
+DEFAULT_TARGET = Target()
