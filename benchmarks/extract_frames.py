@@ -15,7 +15,8 @@ from pathlib import Path
 
 from baseline import frames_from_video_file, make_videos
 
-from components.extract_frames.extract import ClipSpec, cores, extract_dataset
+from components.extract_frames.config import ClipSpec
+from components.extract_frames.extract import cores, extract_dataset
 
 
 def main() -> None:
@@ -37,7 +38,8 @@ def main() -> None:
         for path in paths:
             frames_from_video_file(path, args.frames, (args.size, args.size), args.frame_step)
         baseline = len(paths) / (time.perf_counter() - start)
-        spec = ClipSpec(args.frames, args.frame_step, args.size, args.size, clips_per_train_video=1, seed=0)
+        spec = ClipSpec(n_frames=args.frames, frame_step=args.frame_step, height=args.size, width=args.size,
+                        clips_per_train_video=1, seed=0)
         start = time.perf_counter()
         extract_dataset(videos, Path(tmp) / "frames", spec, workers=args.workers)
         ours = len(paths) / (time.perf_counter() - start)

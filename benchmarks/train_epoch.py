@@ -16,7 +16,8 @@ import keras
 import tensorflow as tf
 from baseline import make_videos, tutorial_dataset
 
-from components.extract_frames.extract import ClipSpec, extract_dataset
+from components.extract_frames.config import ClipSpec
+from components.extract_frames.extract import extract_dataset
 from components.train_model.inputs import batches
 from components.train_model.model import build_model
 
@@ -51,8 +52,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="videoclf-bench-") as tmp:
         videos = make_videos(Path(tmp) / "videos", args.videos_per_class)
-        extract_dataset(videos, Path(tmp) / "frames", ClipSpec(args.frames, args.frame_step, args.size,
-                                                               args.size, clips_per_train_video=3, seed=0))
+        spec = ClipSpec(n_frames=args.frames, frame_step=args.frame_step, height=args.size, width=args.size)
+        extract_dataset(videos, Path(tmp) / "frames", spec)
         ours = second_epoch_seconds(
             batches(Path(tmp) / "frames", "train", args.batch_size, training=True, flip=True),
             args.frames, args.size)

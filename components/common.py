@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+SEED = 42  # the pipeline's one seed: splits, clip starts, shuffling and initialisation
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         logging.getLogger("videoclf").info("drew %s", picture)
         return
     if args.command == "predict":
-        from components.evaluate_model.predict import predict_videos
+        from components.serve_model.predict import predict_videos
 
         answers = predict_videos(args.model, args.videos, args.top_k)
         for answer in answers:

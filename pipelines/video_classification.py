@@ -2,8 +2,10 @@
 
 Defaults are the tutorial's: 10 UCF101 classes, 30/10/10 clips per class, 10 frames every 15th
 frame at 224 x 224, 50 epochs of batch 8 at a learning rate of 1e-4, and its network's width
-and depth. Added: splits by group (no actor and scene in two splits), random flips, mixed
-precision on GPUs, early stopping, and checkpoints that a retried or re-run training resumes.
+and depth. Added: any source (a zip, folder or annotation list), splits by group (no actor and
+scene in two splits) or UCF101's official ones, sampling by time, random flips, mixed precision
+on GPUs, early stopping, and checkpoints that a retried or re-run training resumes. The defaults
+are written once, in the stages' settings (``SubsetSpec``, ``ClipSpec``, ``TrainConfig``).
 
 ``build_pipeline(target)`` fixes what depends on where the pipeline runs (``pipelines.targets``):
 the GPU request (a Kubernetes resource name on Kubeflow, a machine-spec enum on Vertex AI), the
@@ -26,10 +28,12 @@ from kfp.dsl import HTML, Artifact, ClassificationMetrics, Markdown, Metrics, Mo
 
 from components import images
 from components.download_subset.component import download_subset
-from components.download_subset.download import UCF101_URL
+from components.download_subset.config import SubsetSpec
 from components.evaluate_model.component import evaluate_model
 from components.extract_frames.component import extract_frames, gather_frames
+from components.extract_frames.config import MAX_FAILED_FRACTION, ClipSpec
 from components.train_model.component import train_model
+from components.train_model.config import TrainConfig
 from pipelines.targets import CHECKPOINT_MOUNT, DEFAULT_TARGET, S3_SECRET_KEYS, Target
 
 PIPELINE_NAME = "video-action-classification"
@@ -39,6 +43,7 @@ TRAIN_RETRIES = 3
 # CPU and memory of each task, requested and as its limit.
 RESOURCES = {"download": ("1", "2G"), "extract": ("4", "8G"), "gather": ("1", "2G"),
              "train": ("4", "15G"), "evaluate": ("2", "8G")}
+SUBSET, CLIPS, TRAIN = SubsetSpec(), ClipSpec(), TrainConfig()
 
 
 class PipelineOutputs(NamedTuple):
@@ -69,29 +74,33 @@ def build_pipeline(target: Target = DEFAULT_TARGET):
 
     @dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)
     def video_classification_pipeline(
-        source_url: str = UCF101_URL,
-        num_classes: int = 10,
-        train_per_class: int = 30,
-        val_per_class: int = 10,
-        test_per_class: int = 10,
-        split_by: str = "group",
-        n_frames: int = 10,
-        frame_step: int = 15,
-        height: int = 224,
-        width: int = 224,
-        clips_per_train_video: int = 3,
-        eval_clips_per_video: int = 1,
-        frame_encoding: str = "raw",
-        max_failed_fraction: float = 0.01,
-        epochs: int = 50,
-        batch_size: int = 8,
-        learning_rate: float = 1e-4,
-        seed: int = 42,
-        random_flip: bool = True,
-        base_filters: int = 16,
-        blocks_per_stage: int = 1,
-        precision: str = "auto",
-        patience: int = 10,
+        source_url: str = SUBSET.source_url,
+        classes: str = SUBSET.classes,
+        num_classes: int = SUBSET.num_classes,
+        class_names: str = SUBSET.class_names,
+        train_per_class: float = SUBSET.train_per_class,
+        val_per_class: float = SUBSET.val_per_class,
+        test_per_class: float = SUBSET.test_per_class,
+        split_by: str = SUBSET.split_by,
+        group_pattern: str = SUBSET.group_pattern,
+        n_frames: int = CLIPS.n_frames,
+        frame_step: int = CLIPS.frame_step,
+        clip_seconds: float = CLIPS.clip_seconds,
+        height: int = CLIPS.height,
+        width: int = CLIPS.width,
+        clips_per_train_video: int = CLIPS.clips_per_train_video,
+        eval_clips_per_video: int = CLIPS.eval_clips_per_video,
+        frame_encoding: str = CLIPS.frame_encoding,
+        max_failed_fraction: float = MAX_FAILED_FRACTION,
+        epochs: int = TRAIN.epochs,
+        batch_size: int = TRAIN.batch_size,
+        learning_rate: float = TRAIN.learning_rate,
+        seed: int = TRAIN.seed,
+        random_flip: bool = TRAIN.random_flip,
+        base_filters: int = TRAIN.base_filters,
+        blocks_per_stage: int = TRAIN.blocks_per_stage,
+        precision: str = TRAIN.precision,
+        patience: int = TRAIN.patience,
         checkpoint_dir: str = "",
         accelerator_type: str = target.default_accelerator,
         accelerator_count: str = "1",  # a string: the KFP driver reads resource placeholders as strings
@@ -99,11 +108,12 @@ def build_pipeline(target: Target = DEFAULT_TARGET):
         gpu_tolerations: list = [],  # noqa: B006
     ) -> PipelineOutputs:
         download = place(download_subset(
-            source_url=source_url, num_classes=num_classes, train_per_class=train_per_class,
-            val_per_class=val_per_class, test_per_class=test_per_class, seed=seed,
-            split_by=split_by), "download")
+            source_url=source_url, classes=classes, num_classes=num_classes, class_names=class_names,
+            train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=test_per_class,
+            split_by=split_by, group_pattern=group_pattern, seed=seed), "download")
 
-        sampling = dict(n_frames=n_frames, frame_step=frame_step, height=height, width=width,
+        sampling = dict(n_frames=n_frames, frame_step=frame_step, clip_seconds=clip_seconds,
+                        height=height, width=width,
                         clips_per_train_video=clips_per_train_video,
                         eval_clips_per_video=eval_clips_per_video, frame_encoding=frame_encoding,
                         max_failed_fraction=max_failed_fraction, seed=seed)

@@ -20,8 +20,9 @@ TINY = {"n_frames": 4, "frame_step": 2, "height": 32, "width": 32}
 
 @pytest.fixture(scope="session")
 def real_clips() -> dict[str, Path]:
-    """The real recordings in ../shared/real-clips, by file name."""
-    clips = {p.name: p for p in sorted(REAL_CLIPS.glob("*")) if p.suffix in (".avi", ".mp4")}
+    """The real recordings in ../shared/real-clips and its containers/, by file name."""
+    clips = {p.name: p for p in sorted(REAL_CLIPS.rglob("*"))
+             if p.suffix in (".avi", ".mp4", ".mkv", ".mov", ".webm")}
     if not clips:
         message = f"no real clips in {REAL_CLIPS} (set VIDEOCLF_REAL_CLIPS)"
         if os.environ.get("CI"):
@@ -57,7 +58,8 @@ def videos_dir(demo_url, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def frames_dir(videos_dir, tmp_path_factory) -> Path:
     """The extraction stage's output at 4 frames of 32 x 32."""
-    from components.extract_frames.extract import ClipSpec, extract_dataset
+    from components.extract_frames.config import ClipSpec
+    from components.extract_frames.extract import extract_dataset
 
     out = tmp_path_factory.mktemp("frames")
     extract_dataset(videos_dir, out, ClipSpec(**TINY, clips_per_train_video=2, seed=0))

@@ -40,3 +40,12 @@ def test_gpu_train_step_runs_under_the_jax_backend_on_a_cpu():
     fp32, bf16 = report["results"]
     assert fp32["precision"] == "float32" and fp32["ratio_to_float32"] is None
     assert bf16["ratio_to_float32"] == pytest.approx(bf16["clips_per_second"] / fp32["clips_per_second"])
+
+
+def test_a_long_video_benchmark_reads_the_same_clips_both_ways():
+    report = run_benchmark("long_video.py", "--minutes", "1.1", "--repeats", "1")
+    assert report["frames"] == 1650
+    for container in (".mp4", ".mkv"):
+        for split, clips in (("test", 1), ("train", 3)):
+            row = report["results"][container][split]
+            assert row["same_clips"] and row["clips_shape"] == [clips, 10, 224, 224, 3]

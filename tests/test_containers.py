@@ -98,7 +98,7 @@ def test_demo_pipeline_runs_in_the_images(engine, tmp_path):
 def test_a_failing_container_fails_the_run(engine, tmp_path):
     result = videoclf("run", "--output", str(tmp_path), "--source-url", "http://127.0.0.1:9/UCF101.zip")
     assert result.returncode == 1
-    assert "cannot read a zip at http://127.0.0.1:9/UCF101.zip" in result.stdout + result.stderr
+    assert "cannot read the source http://127.0.0.1:9/UCF101.zip" in result.stdout + result.stderr
     assert "download-subset" in result.stderr.strip().splitlines()[-1]
 
 

@@ -91,10 +91,13 @@ def test_only_the_needed_members_are_read(demo_zip, tmp_path):
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"num_classes": 5}, "num_classes=5 asked, but .* has only 4 classes"),
-    ({"train_per_class": 8}, "class DriftDown has 12 clips .* fewer than the 13"),
-    ({"train_per_class": 7}, r"too few groups .* 7/2/3 .*\(4 groups, 12 clips\).*split_by='file'"),
-    ({"split_by": "actor"}, "split_by must be one of group, file"),
-    ({"val_per_class": 0}, "val_per_class must be at least 1"),
+    ({"train_per_class": 8}, "class DriftDown has 12 videos, fewer than the 13 that train/val/test = 8/2/3"),
+    ({"train_per_class": 7}, r"class DriftDown \(12 videos in 4 groups\), test: too few whole groups left "
+                             r"for 3 videos .*split_by=file"),
+    ({"split_by": "actor"}, "split_by must be one of auto, source, group, file, ucf101-1"),
+    ({"val_per_class": -1}, "val_per_class must be a count, a fraction below 1, or 0 for all"),
+    ({"val_per_class": 0, "test_per_class": 0}, "val and test_per_class are both 0"),
+    ({"train_per_class": 2.5}, "train_per_class must be a whole count or a fraction below 1"),
 ])
 def test_impossible_requests_are_refused(demo_url, tmp_path, overrides, message):
     with pytest.raises(SourceError, match=message):
@@ -104,25 +107,25 @@ def test_impossible_requests_are_refused(demo_url, tmp_path, overrides, message)
 
 def test_unreachable_url_names_the_source(tmp_path):
     url = "http://127.0.0.1:9/UCF101.zip"
-    with pytest.raises(SourceError, match="cannot read a zip at http://127.0.0.1:9/UCF101.zip"):
+    with pytest.raises(SourceError, match="cannot read the source http://127.0.0.1:9/UCF101.zip"):
         download(url, tmp_path, retries=1)
     assert not (tmp_path / MANIFEST).exists()
 
 
-def test_zip_without_ucf101_layout(tmp_path):
+def test_a_zip_of_loose_videos_without_ucf101_names(tmp_path):
     bad = tmp_path / "photos.zip"
     with zipfile.ZipFile(bad, "w") as zf:
         zf.writestr("photos/cat.jpg", b"jpeg")
         zf.writestr("videos/clip01.avi", b"avi")
-    with serve_directory(tmp_path) as base_url, \
-            pytest.raises(SourceError, match="not in UCF101's layout.*photos/cat.jpg"):
+    with serve_directory(tmp_path) as base_url, pytest.raises(
+            SourceError, match="videos/clip01.avi is not in a class folder and not named like UCF101's"):
         download(f"{base_url}/photos.zip", tmp_path / "out")
     assert not (tmp_path / "out" / MANIFEST).exists()
 
 
 def test_a_file_that_is_not_a_zip(tmp_path):
     (tmp_path / "not.zip").write_text("hello")
-    with pytest.raises(SourceError, match="cannot read a zip at .*not.zip"):
+    with pytest.raises(SourceError, match="cannot read the source .*not.zip"):
         download(str(tmp_path / "not.zip"), tmp_path / "out", retries=1)
 
 
@@ -167,7 +170,8 @@ def test_faults_are_retried_until_the_subset_is_whole_and_verified(demo_zip, tmp
 
 
 def test_unsafe_names_are_refused_and_bad_videos_reported(demo_zip, real_clips, tmp_path):
-    from components.extract_frames.extract import ClipSpec, extract_dataset
+    from components.extract_frames.config import ClipSpec
+    from components.extract_frames.extract import extract_dataset
 
     real = real_clips["mpeg4_320x240_25fps_164f.avi"].read_bytes()
     hostile = tmp_path / "zip" / "UCF101.zip"
@@ -185,16 +189,18 @@ def test_unsafe_names_are_refused_and_bad_videos_reported(demo_zip, real_clips, 
     with serve_directory(hostile.parent) as base_url:
         manifest = download(f"{base_url}/UCF101.zip", out, train_per_class=6, val_per_class=3,
                             test_per_class=3)  # every clip of the zip
+    assert manifest["ignored"] == {"count": 1, "examples": ["UCF101/README.txt"]}
     assert manifest["refused"] == [
         {"member": "../v_DriftDown_g09_c01.avi", "reason": "a '..' component"},
         {"member": "/tmp/v_DriftDown_g09_c02.avi", "reason": "an absolute path"}]
     written = {p for p in (tmp_path / "work").rglob("*") if p.is_file()}
     assert all(out in p.parents for p in written) and len(written) == 48 + 1  # the clips, the manifest
     assert not list(tmp_path.glob("v_*")) and not Path("/tmp/v_DriftDown_g09_c02.avi").exists()
-    assert all(g != 9 for g in (f["group"] for f in manifest["files"]))
+    assert all(f["group"] != "9" for f in manifest["files"])
 
     frames = extract_dataset(out, tmp_path / "work" / "frames",
-                             ClipSpec(4, 2, 32, 32, clips_per_train_video=1, seed=0), max_failed_fraction=0.1)
+                             ClipSpec(n_frames=4, frame_step=2, height=32, width=32, clips_per_train_video=1),
+                             max_failed_fraction=0.1)
     failed = {v["video"].rsplit("/", 1)[-1]: v["error"] for v in frames["videos"] if v["status"] == "failed"}
     assert set(failed) == {name.rsplit("/", 1)[-1] for name in replaced}
     assert "cannot open" in failed["v_DriftDown_g01_c01.avi"]

@@ -1,6 +1,3 @@
-import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -77,58 +74,14 @@ def test_evaluating_twice_gives_identical_numbers(frames_dir, model_dir):
     assert score(first_logits, labels, classes) == score(second_logits, labels, classes)
 
 
-def test_predict_answers_each_real_clip_and_names_the_bad_files(model_dir, real_clips, tmp_path):
-    text = tmp_path / "notes.avi"
-    text.write_text("not a video")
-    videos = [*map(str, real_clips.values()), str(text), str(tmp_path / "missing.mp4")]
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "predict", "--model",
-                             str(model_dir / "model.keras"), "--top-k", "3", *videos],
-                            capture_output=True, text=True, timeout=300)
-    answers = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [a["video"] for a in answers] == videos
-    classes = json.loads((model_dir / "classes.json").read_text())
-    for answer in answers[:3]:
-        top = answer["top"]
-        assert len(top) == 3 and {t["class"] for t in top} <= set(classes)
-        probabilities = [t["probability"] for t in top]
-        assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1.0001
-    assert "notes.avi: OpenCV cannot open" in answers[3]["error"]
-    assert "missing.mp4: no such file" in answers[4]["error"]
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1] == "videoclf predict: 2 of 5 videos could not be read"
-
-
-@pytest.mark.parametrize("count", [1, 3])
-def test_predict_samples_as_evaluation_does(model_dir, real_clips, tmp_path, count):
-    import shutil
-
-    from scipy.special import softmax
-
-    from components.evaluate_model.predict import predict_videos
-    from components.extract_frames.extract import ClipSpec, extract_video
-    from components.train_model.train import load_model
-
-    model_copy = tmp_path / "model"
-    shutil.copytree(model_dir, model_copy)
-    sampling = json.loads((model_copy / "sampling.json").read_text())
-    (model_copy / "sampling.json").write_text(json.dumps({**sampling, "eval_clips_per_video": count}))
-    model, classes = load_model(model_copy)
-    spec = ClipSpec(4, 2, 32, 32, 1, 0, eval_clips_per_video=count)
-    answers = predict_videos(model_copy, list(real_clips.values()), top_k=4)
-    for path, answer in zip(real_clips.values(), answers, strict=True):
-        test_clips, outcome = extract_video(path, "test", spec)  # as extraction stores them
-        assert len(set(outcome["starts"])) == count
-        expected = softmax(model.predict_on_batch(test_clips).astype(np.float64).mean(axis=0))
-        got = {t["class"]: t["probability"] for t in answer["top"]}
-        assert got == pytest.approx({c: expected[i] for i, c in enumerate(classes)}, abs=1e-5)
-
-
 def test_evaluation_averages_the_logits_of_evenly_spaced_clips(videos_dir, model_dir, tmp_path):
-    from components.extract_frames.extract import ClipSpec, extract_dataset
+    from components.extract_frames.config import ClipSpec
+    from components.extract_frames.extract import extract_dataset
     from components.train_model.inputs import batches
     from components.train_model.train import load_model
 
-    spec = ClipSpec(4, 2, 32, 32, clips_per_train_video=2, seed=0, eval_clips_per_video=3)
+    spec = ClipSpec(n_frames=4, frame_step=2, height=32, width=32, clips_per_train_video=2, seed=0,
+                    eval_clips_per_video=3)
     extract_dataset(videos_dir, tmp_path, spec)
     averaged, _, _, _ = predict_split(model_dir, tmp_path)
     model, _ = load_model(model_dir)

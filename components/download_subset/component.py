@@ -9,26 +9,32 @@ from components.images import image
 @dsl.component(base_image=image("data"), install_kfp_package=False)
 def download_subset(
     source_url: str,
+    classes: str,
     num_classes: int,
-    train_per_class: int,
-    val_per_class: int,
-    test_per_class: int,
-    seed: int,
+    class_names: str,
+    train_per_class: float,
+    val_per_class: float,
+    test_per_class: float,
     split_by: str,
+    group_pattern: str,
+    seed: int,
     dataset: Output[Dataset],
 ):
-    """Downloads a class subset of a UCF101-layout zip, split into train, val and test."""
+    """Downloads the chosen classes' videos of a zip, folder or annotation list, split into
+    train, val and test."""
     from pathlib import Path
 
     from components.common import lineage, setup_logging
     from components.download_subset.download import download_subset_to
 
     setup_logging()
-    manifest = download_subset_to(source_url, Path(dataset.path), num_classes, train_per_class,
-                                  val_per_class, test_per_class, seed, split_by)
-    parameters = {"source_url": source_url, "num_classes": num_classes, "train_per_class": train_per_class,
-                  "val_per_class": val_per_class, "test_per_class": test_per_class, "seed": seed,
-                  "split_by": split_by}
+    parameters = {"source_url": source_url, "classes": classes, "num_classes": num_classes,
+                  "class_names": class_names, "train_per_class": train_per_class,
+                  "val_per_class": val_per_class, "test_per_class": test_per_class, "split_by": split_by,
+                  "group_pattern": group_pattern, "seed": seed}
+    manifest = download_subset_to(source_url, Path(dataset.path), num_classes, train_per_class, val_per_class,
+                                  test_per_class, seed, split_by, classes, class_names, group_pattern)
     dataset.metadata.update({"classes": manifest["classes"], "counts": manifest["counts"],
-                             "refused": len(manifest["refused"]),
+                             "layout": manifest["layout"], "split_by": manifest["split_by"],
+                             "refused": len(manifest["refused"]), "ignored": manifest["ignored"]["count"],
                              **lineage("download_subset", parameters, {}, Path(dataset.path))})

@@ -1,74 +1,45 @@
-"""Stage 1: download a subset of UCF101 with HTTP range reads of the zip.
+"""Stage 1: download the chosen videos of a source, split into train, val and test.
 
-Only the central directory and the chosen members are read, with remotezip, so a subset of the
-6.5 GB zip costs what its clips weigh. The source may also be a local zip or a ``gs://`` or
-``s3://`` object (read in blocks through fsspec), and the output a local folder or a ``gs://`` or
-``s3://`` prefix. Members are fetched by a bounded pool of
-threads, each with its own handle on the zip, and a failed read (an HTTP error, a reset, a body
-cut short, a CRC-32 that does not match) is retried with exponential back-off. The output is
-laid out as ``<split>/<class>/<file>.avi`` beside a manifest written last.
-
-Splits are group-aware by default: UCF101 clips of one group (``gXX``) share an actor and a
-scene, so each group goes to one split only. ``split_by="file"`` splits clip by clip, as the
-tutorial does (which lets a group's clips into train and test both, and flatters accuracy).
+The source is a zip, a folder or an annotation list (``sources``): a zip over HTTP is read by
+range requests with remotezip, so only its central directory and the chosen members are
+fetched, and a subset of UCF101's 6.5 GB costs what its clips weigh. Classes and splits are
+chosen as ``splits`` says. The videos are fetched by a bounded pool of threads, and a failed
+read (an HTTP error, a reset, a body cut short, a CRC-32 that does not match) is retried with
+exponential back-off. The output, a local folder or a ``gs://`` or ``s3://`` prefix, holds
+``<split>/<class>/<file>`` beside a manifest written last; a re-run keeps the files already
+there whole, so it resumes.
 """
 
+from __future__ import annotations
+
+import hashlib
 import json
 import logging
-import random
-import re
-import threading
 import time
-import zipfile
-from collections import defaultdict
+import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TypeVar
 
 from components.common import MANIFEST, check_free_space, require_at_least_one
-from components.storage import Folder, is_remote, open_input
+from components.download_subset.sources import (
+    SourceError,
+    VideoFile,
+    ZipReader,
+    by_class,
+    list_source,
+)
+from components.download_subset.splits import SPLITS, choose_classes, choose_splits
+from components.storage import Folder, is_remote
 
 log = logging.getLogger(__name__)
 
 UCF101_URL = "https://storage.googleapis.com/thumos14_files/UCF101_videos.zip"
-SPLITS = ("train", "val", "test")
-MEMBER_PATTERN = re.compile(r"^(?:.*/)?v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)\.avi$")
-SPLIT_BY = ("group", "file")
 FETCH_THREADS = 8
 RETRIES = 5  # attempts per read; waits of 0.5, 1, 2 and 4 s between them
 BACKOFF_SECONDS = 0.5
 T = TypeVar("T")
-
-
-class SourceError(RuntimeError):
-    """The source zip cannot be read, or does not hold what was asked for."""
-
-
-@dataclass(frozen=True)
-class Clip:
-    """One video member of the zip."""
-
-    member: str
-    class_name: str
-    group: int
-    size: int
-    crc32: int
-
-    @property
-    def file_name(self) -> str:
-        return self.member.rsplit("/", 1)[-1]
-
-
-def open_zip(source: str) -> zipfile.ZipFile:
-    """Opens a zip by URL (range reads), ``gs://`` or ``s3://`` URI or local path, reading no
-    member yet."""
-    if source.startswith(("http://", "https://")):
-        from remotezip import RemoteZip
-
-        return RemoteZip(source)
-    return zipfile.ZipFile(open_input(source) if is_remote(source) else source)
 
 
 def with_retries(action: Callable[[], T], what: str, retries: int = RETRIES) -> T:
@@ -89,158 +60,95 @@ def with_retries(action: Callable[[], T], what: str, retries: int = RETRIES) -> 
     raise AssertionError("unreachable")
 
 
-def unsafe_reason(member: str) -> str | None:
-    """Why a member name could lead a writer out of its folder, or None if it could not."""
-    path = PurePosixPath(member.replace("\\", "/"))
-    if path.is_absolute() or re.match(r"^[A-Za-z]:", member):
-        return "an absolute path"
-    if ".." in path.parts:
-        return "a '..' component"
-    return None
+def output_names(chosen: dict[str, list[VideoFile]]) -> tuple[dict[VideoFile, str], list[dict]]:
+    """Each video's path in the output, ``<split>/<class>/<file>``, and the videos renamed because
+    another one of that split and class has the same file name (a hash of the source path is
+    added before the suffix)."""
+    names, renamed, taken = {}, [], set()
+    for split in SPLITS:
+        for video in chosen[split]:
+            name = f"{split}/{video.class_name}/{video.file_name}"
+            if name in taken:
+                stem, dot, suffix = video.file_name.rpartition(".")
+                digest = hashlib.sha256(video.path.encode()).hexdigest()[:8]
+                name = f"{split}/{video.class_name}/{stem}-{digest}{dot}{suffix}"
+                renamed.append({"source": video.path, "path": name})
+                log.warning("%s has the file name of another %s video of %s: stored as %s",
+                            video.path, split, video.class_name, name)
+            taken.add(name)
+            names[video] = name
+    return names, renamed
 
 
-def list_clips(zf: zipfile.ZipFile, source: str) -> tuple[dict[str, list[Clip]], list[dict]]:
-    """The zip's ``v_<Class>_g<GG>_c<CC>.avi`` members by class, in member order, and the video
-    members refused for an unsafe name. Other members are ignored."""
-    by_class: dict[str, list[Clip]] = defaultdict(list)
-    refused = []
-    for info in zf.infolist():
-        match = MEMBER_PATTERN.match(info.filename)
-        if not match or info.is_dir():
-            continue
-        reason = unsafe_reason(info.filename)
-        if reason:
-            log.warning("refused %r from %s: %s", info.filename, source, reason)
-            refused.append({"member": info.filename, "reason": reason})
-            continue
-        by_class[match["cls"]].append(Clip(info.filename, match["cls"], int(match["group"]),
-                                           info.file_size, info.CRC))
-    if not by_class:
-        sample = ", ".join(n for n in zf.namelist()[:3]) or "nothing"
-        raise SourceError(f"{source} is not in UCF101's layout: no member is named like "
-                          f"'UCF101/v_<Class>_g<GG>_c<CC>.avi' (it holds {sample})")
-    return dict(by_class), refused
+def read_file(path: str) -> bytes:
+    """A local or remote file's bytes."""
+    data = Folder(path.rsplit("/", 1)[0]).read_bytes(path.rsplit("/", 1)[1])
+    if data is None:
+        raise SourceError(f"{path} is gone")
+    return data
 
 
-def choose_subset(by_class: dict[str, list[Clip]], num_classes: int, counts: dict[str, int],
-                  seed: int, source: str, split_by: str = "group") -> dict[str, list[Clip]]:
-    """Takes the first ``num_classes`` classes by name and splits each one's clips at random:
-    whole groups to each split (``split_by="group"``), or clip by clip (``"file"``)."""
-    require_at_least_one({"num_classes": num_classes}, SourceError)
-    if split_by not in SPLIT_BY:
-        raise SourceError(f"split_by must be one of {', '.join(SPLIT_BY)}, got {split_by!r}")
-    if num_classes > len(by_class):
-        raise SourceError(f"num_classes={num_classes} asked, but {source} has only "
-                          f"{len(by_class)} classes")
-    needed = sum(counts.values())
-    wanted = "/".join(str(n) for n in counts.values())
-    rng = random.Random(seed)
-    chosen: dict[str, list[Clip]] = {split: [] for split in counts}
-    for class_name in sorted(by_class)[:num_classes]:
-        clips = sorted(by_class[class_name], key=lambda c: c.member)
-        if len(clips) < needed:
-            raise SourceError(f"class {class_name} has {len(clips)} clips in {source}, fewer than "
-                              f"the {needed} that {'/'.join(counts)} = {wanted} need")
-        if split_by == "file":
-            rng.shuffle(clips)
-            for split, n in counts.items():
-                chosen[split].extend(clips[:n])
-                clips = clips[n:]
-            continue
-        groups: dict[int, list[Clip]] = defaultdict(list)
-        for clip in clips:
-            groups[clip.group].append(clip)
-        order = sorted(groups)
-        rng.shuffle(order)
-        for split, n in counts.items():
-            pool: list[Clip] = []
-            while len(pool) < n and order:
-                pool += groups[order.pop()]
-            if len(pool) < n:
-                raise SourceError(
-                    f"class {class_name} has too few groups in {source} to give {wanted} clips "
-                    f"to {'/'.join(counts)} with no group in two splits ({len(groups)} groups, "
-                    f"{len(clips)} clips): ask for fewer clips, or split_by='file'")
-            chosen[split].extend(sorted(rng.sample(pool, n), key=lambda c: c.member))
-    return chosen
-
-
-class ZipReader:
-    """One handle on the source zip per thread (a zip file object has one read position);
-    a handle that failed is dropped, so the retry opens a fresh one."""
-
-    def __init__(self, source: str):
-        self.source = source
-        self._local = threading.local()
-
-    def read(self, clip: Clip) -> bytes:
-        """The member's bytes; zipfile checks them against the CRC-32 of the central directory."""
-        if getattr(self._local, "zip", None) is None:
-            self._local.zip = open_zip(self.source)
-        try:
-            data = self._local.zip.read(clip.member)
-        except BaseException:
-            self._local.zip.close()
-            self._local.zip = None
-            raise
-        if len(data) != clip.size:
-            raise zipfile.BadZipFile(f"{clip.member}: {len(data)} bytes read, {clip.size} expected")
-        return data
-
-
-def download_subset_to(source: str, output_dir: str | Path, num_classes: int, train_per_class: int,
-                       val_per_class: int, test_per_class: int, seed: int, split_by: str = "group",
+def download_subset_to(source: str, output_dir: str | Path, num_classes: int, train_per_class: float,
+                       val_per_class: float, test_per_class: float, seed: int, split_by: str = "auto",
+                       classes: str = "", class_names: str = "", group_pattern: str = r"_g(\d+)_",
                        threads: int = FETCH_THREADS, retries: int = RETRIES) -> dict:
-    """Downloads the subset into ``output_dir`` (a folder, or a ``gs://`` or ``s3://`` prefix);
-    returns its manifest.
+    """Downloads the chosen videos into ``output_dir`` (a folder, or a ``gs://`` or ``s3://``
+    prefix); returns its manifest.
 
-    Files already present and whole (size and CRC-32) are kept, so a re-run resumes; each new
-    file is written atomically. The manifest is written last: its presence marks the output
-    complete.
+    ``classes`` names classes by comma (else the first ``num_classes``, 0 for all);
+    ``class_names`` is the class-name file of an annotation list with index labels. Files
+    already present and whole are kept, so a re-run resumes; each new file is written
+    atomically. The manifest is written last: its presence marks the output complete.
     """
     from tqdm import tqdm
 
     counts = dict(zip(SPLITS, (train_per_class, val_per_class, test_per_class), strict=True))
-    require_at_least_one({f"{split}_per_class": n for split, n in counts.items()}, SourceError)
     require_at_least_one({"threads": threads, "retries": retries}, SourceError)
     output = Folder(str(output_dir))
     output.delete(MANIFEST)
-    log.info("reading the central directory of %s", source)
-
-    def listing():
-        with open_zip(source) as zf:
-            return list_clips(zf, source)
-
-    by_class, refused = with_retries(listing, f"a zip at {source}", retries)
-    chosen = choose_subset(by_class, num_classes, counts, seed, source, split_by)
-    classes = sorted(by_class)[:num_classes]
-    todo = [(split, clip, f"{split}/{clip.class_name}/{clip.file_name}")
-            for split in SPLITS for clip in chosen[split]]
-    log.info("%d classes, %d clips (%s), split by %s, %d threads", len(classes), len(todo),
-             ", ".join(f"{s} {len(chosen[s])}" for s in SPLITS), split_by, threads)
+    log.info("listing %s", source)
+    listing = with_retries(lambda: list_source(source, class_names, group_pattern), f"the source {source}",
+                           retries)
+    named = [c.strip() for c in classes.split(",") if c.strip()]
+    empty = {folder.rsplit("/", 1)[-1] for folder in listing.empty} - set(by_class(listing.videos))
+    if set(named) & empty:
+        raise SourceError(f"{', '.join(sorted(set(named) & empty))}: no video in {source} "
+                          f"(empty: {', '.join(listing.empty)})")
+    chosen_classes = choose_classes(list(by_class(listing.videos)), named, num_classes, source)
+    chosen, split_by = choose_splits(listing.videos, chosen_classes, counts, split_by, seed)
+    names, renamed = output_names(chosen)
+    log.info("%s: %d classes, %d videos (%s), split by %s, %d threads", listing.layout, len(chosen_classes),
+             len(names), ", ".join(f"{s} {len(chosen[s])}" for s in SPLITS), split_by, threads)
     if not is_remote(str(output_dir)):
-        check_free_space(Path(output_dir), sum(clip.size for _, clip, _ in todo), "the videos")
-    reader = ZipReader(source)
+        check_free_space(Path(output_dir), sum(v.size or 0 for v in names), "the videos")
+    zip_reader = ZipReader(source) if source.lower().endswith(".zip") else None
 
-    def fetch(clip: Clip, name: str) -> bool:
-        if output.holds(name, clip.size, clip.crc32):
-            return False
-        data = with_retries(lambda: reader.read(clip), f"{clip.member} from {source}", retries)
+    def fetch(video: VideoFile, name: str) -> tuple[bool, int]:
+        """Copies one video unless it is there whole; whether it did, and the file's CRC-32."""
+        if video.crc32 is not None and output.holds(name, video.size, video.crc32):
+            return False, video.crc32
+        if video.crc32 is None and (data := output.read_bytes(name)) is not None and len(data) == video.size:
+            return False, zlib.crc32(data)
+        read = (lambda: zip_reader.read(video)) if zip_reader else (lambda: read_file(video.path))
+        data = with_retries(read, f"{video.path} from {source}", retries)
         output.write_bytes(name, data)
-        return True
+        return True, zlib.crc32(data)
 
-    fetched = 0
+    fetched, crcs = 0, {}
     with (ThreadPoolExecutor(threads) as pool,
-          tqdm(total=sum(c.size for _, c, _ in todo), unit="B", unit_scale=True, desc="download") as bar):
-        futures = {pool.submit(fetch, clip, name): clip for _, clip, name in todo}
+          tqdm(total=sum(v.size or 0 for v in names), unit="B", unit_scale=True, desc="download") as bar):
+        futures = {pool.submit(fetch, video, name): video for video, name in names.items()}
         for done, future in enumerate(as_completed(futures), 1):
-            fetched += future.result()
-            bar.update(futures[future].size)
-            bar.set_postfix(files=f"{done}/{len(todo)}")
-    log.info("fetched %d files, kept %d already there", fetched, len(todo) - fetched)
-    manifest = {"source": source, "classes": classes, "seed": seed, "split_by": split_by,
-                "counts": {split: len(chosen[split]) for split in SPLITS}, "refused": refused,
-                "files": [{"path": name, "split": split, "class": clip.class_name, "group": clip.group,
-                           "size": clip.size, "crc32": clip.crc32} for split, clip, name in todo]}
+            copied, crcs[futures[future]] = future.result()
+            fetched += copied
+            bar.update(futures[future].size or 0)
+            bar.set_postfix(files=f"{done}/{len(names)}")
+    log.info("fetched %d files, kept %d already there", fetched, len(names) - fetched)
+    manifest = {"source": source, "classes": chosen_classes, "seed": seed, "split_by": split_by,
+                "counts": {split: len(chosen[split]) for split in SPLITS}, **listing.summary(),
+                "renamed": renamed,
+                "files": [{"path": name, "source": video.path, "split": split, "class": video.class_name,
+                           "group": video.group, "size": video.size, "crc32": crcs[video]}
+                          for split in SPLITS for video in chosen[split] for name in [names[video]]]}
     output.write_text(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -19,6 +19,7 @@ def extract_frames(
     num_parts: int,
     n_frames: int,
     frame_step: int,
+    clip_seconds: float,
     height: int,
     width: int,
     clips_per_train_video: int,
@@ -33,11 +34,13 @@ def extract_frames(
     from pathlib import Path
 
     from components.common import lineage, setup_logging
-    from components.extract_frames.extract import ClipSpec, extract_dataset
+    from components.extract_frames.config import ClipSpec
+    from components.extract_frames.extract import extract_dataset
 
     setup_logging()
-    spec = ClipSpec(n_frames, frame_step, height, width, clips_per_train_video, seed, frame_encoding,
-                    eval_clips_per_video)
+    spec = ClipSpec(n_frames=n_frames, frame_step=frame_step, clip_seconds=clip_seconds, height=height,
+                    width=width, clips_per_train_video=clips_per_train_video,
+                    eval_clips_per_video=eval_clips_per_video, frame_encoding=frame_encoding, seed=seed)
     manifest = extract_dataset(Path(videos.path), Path(frames.path), spec, max_failed_fraction,
                                part, num_parts)
     parameters = {**dataclasses.asdict(spec), "part": part, "num_parts": num_parts,

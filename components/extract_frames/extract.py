@@ -3,60 +3,46 @@
 Validation and test videos get ``eval_clips_per_video`` evenly spaced clips (by default one,
 centred), so the same input always gives the same numbers. Training videos get
 ``clips_per_train_video`` clips at random starts (seeded per video), among which training draws
-one per epoch. Videos go in groups of VIDEOS_PER_SHARD,
-one shard per group and clip: ``<split>/<split>-NNNNN-of-MMMMM-clipK.tfrecord``. The manifest,
-written last, lists each group's shards, one per clip, under ``shards[split]``.
+one per epoch. Clips are taken every ``frame_step`` frames, or spread over ``clip_seconds`` of
+each video at its own frame rate, which the manifest records.
 
-Videos are decoded by a pool of processes, one per core. To spread the work over pods, run
-``num_parts`` extractions, part ``k`` taking the groups ``k, k + num_parts, ...``, and merge
-them with ``gather_parts``. A video that cannot be decoded is recorded in the manifest with
-the reason and left out of the shards; the stage fails, naming them, when more than
-``max_failed_fraction`` of the videos fail.
+Videos go in groups of VIDEOS_PER_SHARD, one shard per group and clip:
+``<split>/<split>-NNNNN-of-MMMMM-clipK.tfrecord``. The training videos are shuffled (seeded)
+before they are cut into groups, so every shard, and so every batch, holds clips of every class.
+The manifest, written last, lists each group's shards, one per clip, under ``shards[split]``.
+
+Videos are decoded by a pool of processes, one per core this container may use (its CPU quota,
+not the node's count), and at most a few finished videos a process wait in memory to be
+written. To spread the work over pods, run ``num_parts`` extractions, part ``k`` taking the
+groups ``k, k + num_parts, ...``, and merge them with ``gather_parts``. A video that cannot be
+decoded is recorded in the manifest with the reason and left out of the shards; the stage
+fails, naming them, when more than ``max_failed_fraction`` of the videos fail.
 """
 
-import dataclasses
 import logging
+import math
 import multiprocessing
 import os
+import random
 import shutil
 import zlib
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from components.common import MANIFEST, check_free_space, read_manifest, require_at_least_one, write_json
-from components.download_subset.download import SPLITS
-from components.extract_frames.video import Video, VideoError, random_starts, spaced_starts, span
+from components.download_subset.splits import SPLITS
+from components.extract_frames.config import ClipSpec
+from components.extract_frames.video import Video, VideoError, clip_frames, random_starts, spaced_starts, span
 
 log = logging.getLogger(__name__)
 
 VIDEOS_PER_SHARD = 64
-FRAME_ENCODINGS = ("raw", "jpeg")
-
-
-@dataclasses.dataclass(frozen=True)
-class ClipSpec:
-    """How clips are sampled and stored."""
-
-    n_frames: int
-    frame_step: int
-    height: int
-    width: int
-    clips_per_train_video: int
-    seed: int
-    frame_encoding: str = "raw"  # raw uint8, or one JPEG per frame (about a tenth of the bytes)
-    eval_clips_per_video: int = 1  # evenly spaced clips per val and test video
-
-    def clips_per_video(self, split: str) -> int:
-        return self.clips_per_train_video if split == "train" else self.eval_clips_per_video
-
-    def check(self) -> None:
-        require_at_least_one({f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                              if f.name not in ("seed", "frame_encoding")})
-        if self.frame_encoding not in FRAME_ENCODINGS:
-            raise ValueError(f"frame_encoding must be one of {', '.join(FRAME_ENCODINGS)}, "
-                             f"got {self.frame_encoding!r}")
+IN_FLIGHT_PER_WORKER = 2  # videos per process submitted or finished but not yet written
 
 
 def extract_video(path: Path, split: str, spec: ClipSpec) -> tuple[np.ndarray, dict]:
@@ -66,27 +52,34 @@ def extract_video(path: Path, split: str, spec: ClipSpec) -> tuple[np.ndarray, d
     random starts, seeded by the seed and the file name, so a re-run gives the same clips.
     """
     with Video(path) as video:
-        total = video.frame_count
+        total, step = video.frame_count, spec.step(video.fps)
         if split == "train":
             rng = np.random.default_rng([spec.seed, zlib.crc32(path.name.encode())])
-            starts = random_starts(total, spec.n_frames, spec.frame_step, spec.clips_per_train_video, rng)
+            starts = random_starts(total, spec.n_frames, step, spec.clips_per_train_video, rng)
         else:
-            starts = spaced_starts(total, spec.n_frames, spec.frame_step, spec.eval_clips_per_video)
-        clips = video.read_clips(starts, spec.n_frames, spec.frame_step, spec.height, spec.width)
-        return clips, {"status": "ok", "frames": video.decoded, "starts": starts,
-                       "padded": video.decoded < max(starts) + span(spec.n_frames, spec.frame_step)}
+            starts = spaced_starts(total, spec.n_frames, step, spec.eval_clips_per_video)
+        clips = video.read_clips([clip_frames(s, spec.n_frames, step) for s in starts], spec.height,
+                                 spec.width)
+        return clips, {"status": "ok", "frames": total, "fps": video.fps, "step": round(step, 4),
+                       "starts": starts, "padded": total < max(starts) + span(spec.n_frames, step)}
 
 
-def _extract_in_worker(job: tuple[Path, str, ClipSpec]) -> tuple[np.ndarray | None, dict]:
-    """extract_video in a pool process: a bad video comes back as a failed outcome."""
+def try_extract_video(path: Path, split: str, spec: ClipSpec) -> tuple[np.ndarray | None, dict]:
+    """extract_video, with a video that cannot be decoded as a failed outcome naming it and why
+    rather than an error."""
     import cv2
 
     try:
-        return extract_video(*job)
-    except VideoError as e:
-        return None, {"status": "failed", "error": str(e)}
+        return extract_video(path, split, spec)
+    except ValueError as e:  # a VideoError, or no frame rate to sample by seconds
+        error = str(e) if str(e).startswith(str(path)) else f"{path}: {e}"
+        return None, {"status": "failed", "error": error}
     except cv2.error as e:  # OpenCV gave up on a damaged stream
-        return None, {"status": "failed", "error": f"{job[0]}: OpenCV: {e}".strip()}
+        return None, {"status": "failed", "error": f"{path}: OpenCV: {e}".strip()}
+
+
+def _extract_in_worker(job: tuple[Path, str, ClipSpec]) -> tuple[np.ndarray | None, dict]:
+    return try_extract_video(*job)
 
 
 def _start_worker() -> None:
@@ -95,19 +88,40 @@ def _start_worker() -> None:
     cv2.setNumThreads(1)  # one process per core already
 
 
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+def cores(cgroup: Path = Path("/sys/fs/cgroup")) -> int:
+    """The cores this process may use: those it may run on, fewer where the container's CPU quota
+    (cgroup v2 ``cpu.max``, or v1 ``cpu.cfs_quota_us``) allows less, as a 4-CPU pod on a 64-core
+    node does."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    quota = None
+    if (cgroup / "cpu.max").is_file():
+        limit, _, period = (cgroup / "cpu.max").read_text().partition(" ")
+        quota = None if limit == "max" else int(limit) / int(period)
+    elif (cgroup / "cpu" / "cpu.cfs_quota_us").is_file():
+        limit = int((cgroup / "cpu" / "cpu.cfs_quota_us").read_text())
+        quota = None if limit < 0 else limit / int((cgroup / "cpu" / "cpu.cfs_period_us").read_text())
+    return max(1, min(count, math.ceil(quota))) if quota else count
 
 
-def check_failures(videos: list[dict], max_failed_fraction: float) -> None:
-    """Logs every failed video; raises VideoError listing them when too many failed."""
-    failed = [v["error"] for v in videos if v["status"] == "failed"]
-    for error in failed:
-        log.warning("left out: %s", error)
-    if failed and len(failed) > max_failed_fraction * len(videos):
-        raise VideoError(f"{len(failed)} of {len(videos)} videos could not be decoded, more than "
-                         f"max_failed_fraction={max_failed_fraction} allows:\n" + "\n".join(failed))
+def bounded_map(pool: Executor, function: Callable, jobs: Iterable, window: int) -> Iterator:
+    """``pool.map`` that keeps at most ``window`` jobs submitted and not yet consumed, so the
+    results waiting in memory stay bounded however slow the consumer."""
+    pending: deque = deque()
+    for job in jobs:
+        if len(pending) == window:
+            yield pending.popleft().result()
+        pending.append(pool.submit(function, job))
+    while pending:
+        yield pending.popleft().result()
+
+
+def shard_groups(entries: list, split: str, seed: int) -> list[list]:
+    """The split's videos cut into groups of VIDEOS_PER_SHARD; training videos are shuffled
+    first, so that each group holds every class rather than a few."""
+    if split == "train":
+        entries = list(entries)
+        random.Random(seed).shuffle(entries)
+    return [entries[g:g + VIDEOS_PER_SHARD] for g in range(0, len(entries), VIDEOS_PER_SHARD)]
 
 
 def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_failed_fraction: float = 0.0,
@@ -131,8 +145,7 @@ def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_fail
     indexed = list(enumerate(source["files"]))
     plan = []  # (split, shard group number, number of groups, [(index, entry)])
     for split in SPLITS:
-        entries = [(i, f) for i, f in indexed if f["split"] == split]
-        groups = [entries[g:g + VIDEOS_PER_SHARD] for g in range(0, len(entries), VIDEOS_PER_SHARD)]
+        groups = shard_groups([(i, f) for i, f in indexed if f["split"] == split], split, spec.seed)
         plan += [(split, g, len(groups), group) for g, group in enumerate(groups) if g % num_parts == part]
     jobs = [(Path(videos_dir) / entry["path"], split, spec)
             for split, _, _, group in plan for _, entry in group]
@@ -146,7 +159,7 @@ def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_fail
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF threads
     with (ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool,
           tqdm(total=len(jobs), unit="video", desc="extract") as bar):
-        results = pool.map(_extract_in_worker, jobs)
+        results = bounded_map(pool, _extract_in_worker, jobs, IN_FLIGHT_PER_WORKER * workers)
         for split, g, n_groups, group in plan:
             clips_per_video = spec.clips_per_video(split)
             records = [[] for _ in range(clips_per_video)]
@@ -165,14 +178,27 @@ def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_fail
             for name, slot in zip(names, records, strict=True):
                 write_shard(output_dir / name, slot)
             shards[split].append(names)
-    manifest = {"classes": source["classes"], **dataclasses.asdict(spec), "part": [part, num_parts],
+    fps = [v["fps"] for v in videos if v["split"] == "train" and v.get("fps")]
+    manifest = {"classes": source["classes"], **asdict(spec), "part": [part, num_parts],
                 "frame_shape": [spec.n_frames, spec.height, spec.width, 3], "shards": shards,
-                "videos": videos}
+                "train_fps": float(np.median(fps)) if fps else None, "videos": videos}
     return finish(output_dir, manifest, max_failed_fraction)
 
 
+def check_failures(videos: list[dict], max_failed_fraction: float) -> None:
+    """Logs every failed video; raises VideoError listing them when too many failed."""
+    failed = [v["error"] for v in videos if v["status"] == "failed"]
+    for error in failed:
+        log.warning("left out: %s", error)
+    if failed and len(failed) > max_failed_fraction * len(videos):
+        raise VideoError(f"{len(failed)} of {len(videos)} videos could not be decoded, more than "
+                         f"max_failed_fraction={max_failed_fraction} allows:\n" + "\n".join(failed))
+
+
 def finish(output_dir: Path, manifest: dict, max_failed_fraction: float) -> dict:
-    """Checks the failures, counts the clips of each split and writes the manifest, last."""
+    """Checks the failures, counts the clips of each split and writes the manifest, last, its
+    videos in the download manifest's order."""
+    manifest["videos"] = sorted(manifest["videos"], key=lambda v: v["index"])
     check_failures(manifest["videos"], max_failed_fraction)
     manifest["counts"] = {split: sum(v["split"] == split and v["status"] == "ok" for v in manifest["videos"])
                           for split in SPLITS}
@@ -202,9 +228,10 @@ def gather_parts(part_dirs: list[Path], output_dir: Path, max_failed_fraction: f
                 os.link(Path(part_dir) / name, target)
             except OSError:
                 shutil.copyfile(Path(part_dir) / name, target)
-    manifest = {**parts[0], "part": [0, 1],
+    fps = [v["fps"] for p in parts for v in p["videos"] if v["split"] == "train" and v.get("fps")]
+    manifest = {**parts[0], "part": [0, 1], "train_fps": float(np.median(fps)) if fps else None,
                 "shards": {split: sorted((g for p in parts for g in p["shards"][split]), key=lambda g: g[0])
                            for split in SPLITS},
-                "videos": sorted((v for p in parts for v in p["videos"]), key=lambda v: v["index"])}
+                "videos": [v for p in parts for v in p["videos"]]}
     log.info("gathered %d parts: %d videos", len(parts), len(manifest["videos"]))
     return finish(output_dir, manifest, max_failed_fraction)

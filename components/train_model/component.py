@@ -36,13 +36,14 @@ def train_model(
 
     from components.common import lineage, setup_logging
     from components.reports import img_tag, learning_curves_png, page
-    from components.train_model.train import MODEL_FILE, TrainConfig, train
+    from components.train_model.config import TrainConfig
+    from components.train_model.train import MODEL_FILE, train
 
     setup_logging()
     if checkpoint_volume and not checkpoint_dir:
         checkpoint_dir = f"{checkpoint_volume}/{run_id}"
     config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                         seed=seed, flip=random_flip, base_filters=base_filters,
+                         seed=seed, random_flip=random_flip, base_filters=base_filters,
                          blocks_per_stage=blocks_per_stage, precision=precision, patience=patience)
     result = train(Path(frames.path), Path(model.path), config, checkpoint_dir,
                    tensorboard_dir=Path(tensorboard.path))

@@ -17,6 +17,7 @@ from pathlib import Path
 import tensorflow as tf
 
 from components.common import read_manifest
+from components.extract_frames.records import CLIP, FRAMES, LABEL
 
 SHUFFLE_BUFFER_BYTES = 1 << 30  # the most memory the shuffle buffer of training clips takes
 PARALLEL_SHARDS = 8  # training shards read at once
@@ -28,14 +29,14 @@ def parse(record: tf.Tensor, frame_shape: list[int],
     label = tf.io.FixedLenFeature([], tf.int64)
     if frame_encoding == "jpeg":
         example = tf.io.parse_single_example(
-            record, {"frames": tf.io.FixedLenFeature([frame_shape[0]], tf.string), "label": label})
-        clip = tf.map_fn(lambda frame: tf.io.decode_jpeg(frame, channels=3), example["frames"],
+            record, {FRAMES: tf.io.FixedLenFeature([frame_shape[0]], tf.string), LABEL: label})
+        clip = tf.map_fn(lambda frame: tf.io.decode_jpeg(frame, channels=3), example[FRAMES],
                          fn_output_signature=tf.uint8)
     else:
         example = tf.io.parse_single_example(
-            record, {"clip": tf.io.FixedLenFeature([], tf.string), "label": label})
-        clip = tf.io.decode_raw(example["clip"], tf.uint8)
-    return tf.reshape(clip, frame_shape), tf.cast(example["label"], tf.int32)
+            record, {CLIP: tf.io.FixedLenFeature([], tf.string), LABEL: label})
+        clip = tf.io.decode_raw(example[CLIP], tf.uint8)
+    return tf.reshape(clip, frame_shape), tf.cast(example[LABEL], tf.int32)
 
 
 def read_records(shards: list[str], frame_shape: list[int], frame_encoding: str = "raw") -> tf.data.Dataset:

@@ -28,8 +28,9 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from components.common import MANIFEST, file_sha256, read_manifest, require_at_least_one, write_json
+from components.common import MANIFEST, file_sha256, read_manifest, write_json
 from components.storage import Folder
+from components.train_model.config import RESUMABLE_CHANGES, TrainConfig
 from components.train_model.inputs import batches
 from components.train_model.model import build_model  # also registers the custom layers
 
@@ -39,10 +40,12 @@ MODEL_FILE = "model.keras"
 CLASSES_FILE = "classes.json"
 HISTORY_FILE = "history.json"
 SAMPLING_FILE = "sampling.json"  # how clips were sampled, for prediction on new videos
+# What prediction needs to sample a video as the training videos were: the frame shape, the
+# step in frames or the seconds a clip covers, the training videos' frame rate, and how many
+# evenly spaced clips a test video had.
+SAMPLING_KEYS = ("frame_shape", "frame_step", "clip_seconds", "train_fps", "eval_clips_per_video")
 STATE_FILE = "state.json"
 DEFAULT_CHECKPOINTS = "checkpoints"  # in the model folder, removed on success, when none is given
-PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
-RESUMABLE_CHANGES = ("epochs", "patience")  # the settings a resumed run may change
 
 
 class TrainingDivergedError(RuntimeError):
@@ -51,33 +54,6 @@ class TrainingDivergedError(RuntimeError):
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint folder holds a run made with other settings or data."""
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """The settings of a training run; the tutorial's by default."""
-
-    epochs: int = 50
-    batch_size: int = 8  # per replica: with N GPUs a step takes N times as many clips
-    learning_rate: float = 1e-4
-    seed: int = 42
-    flip: bool = True  # mirror training clips at random; wrong where classes are mirror images
-    base_filters: int = 16  # the network's width
-    blocks_per_stage: int = 1  # its depth
-    precision: str = "auto"  # one of PRECISIONS; auto: mixed_float16 on a GPU, else float32
-    patience: int = 10  # epochs without a better val accuracy before stopping; 0: never
-
-    def check(self) -> None:
-        """Raises ValueError naming the first bad setting."""
-        require_at_least_one({"epochs": self.epochs, "batch_size": self.batch_size,
-                              "base_filters": self.base_filters,
-                              "blocks_per_stage": self.blocks_per_stage})
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
-        if self.patience < 0:
-            raise ValueError(f"patience must be 0 (never stop early) or more, got {self.patience}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclasses.dataclass
@@ -215,8 +191,7 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
         (Path(tmp) / MODEL_FILE).replace(model_dir / MODEL_FILE)
     write_json(model_dir / CLASSES_FILE, classes)
     write_json(model_dir / HISTORY_FILE, state["history"])
-    write_json(model_dir / SAMPLING_FILE, {key: manifest[key] for key in
-                                           ("frame_shape", "frame_step", "eval_clips_per_video")})
+    write_json(model_dir / SAMPLING_FILE, {key: manifest.get(key) for key in SAMPLING_KEYS})
     if not checkpoint_dir:
         shutil.rmtree(model_dir / DEFAULT_CHECKPOINTS)
     return TrainingResult(state["history"], training_metrics(state, manifest["counts"]["train"]),
@@ -250,7 +225,7 @@ def fit(frames_dir: Path, manifest: dict, config: TrainConfig, checkpoints: Chec
         if tensorboard_dir is not None:
             callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
         model.fit(batches(frames_dir, "train", batch_size, training=True,
-                          seed=config.seed + state["epoch"], flip=config.flip),
+                          seed=config.seed + state["epoch"], flip=config.random_flip),
                   validation_data=batches(frames_dir, "val", batch_size),
                   initial_epoch=state["epoch"], epochs=config.epochs, shuffle=False,
                   callbacks=callbacks, verbose=2)

@@ -1,0 +1,23 @@
+"""What the download stage takes, with the tutorial's defaults: the one place they are written
+(the pipeline's parameters and the README's table follow them)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+UCF101_URL = "https://storage.googleapis.com/thumos14_files/UCF101_videos.zip"
+
+
+@dataclasses.dataclass(frozen=True)
+class SubsetSpec:
+    """Which videos of which source go to which split."""
+
+    source_url: str = UCF101_URL  # a zip, a folder, or an annotation list (sources.py)
+    classes: str = ""  # class names by comma; empty: the first num_classes by name
+    num_classes: int = 10  # 0: all of them
+    class_names: str = ""  # the class-name file of an annotation list whose labels are indices
+    train_per_class: float = 30.0  # videos per class: a count, a fraction below 1, or 0 for all left
+    val_per_class: float = 10.0
+    test_per_class: float = 10.0
+    split_by: str = "auto"  # auto, source, group, file, ucf101-1, ucf101-2, ucf101-3 (splits.py)
+    group_pattern: str = r"_g(\d+)_"  # a video's group in its file name: UCF101's gXX
