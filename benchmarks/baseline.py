@@ -1,4 +1,5 @@
-"""What the benchmarks compare against: the tutorial's input pipeline, and videos like UCF101's.
+"""What the benchmarks compare against: the tutorial's input pipeline and its network's Conv3D
+layers, and videos like UCF101's.
 
 ``frames_from_video_file`` and ``FrameGenerator`` follow the TensorFlow tutorial "Video
 classification with a 3D convolutional neural network": every video is decoded again with
@@ -6,9 +7,11 @@ OpenCV at every epoch, every frame is read and converted, each kept frame is pad
 with ``tf.image.resize_with_pad``, and ``tf.data.Dataset.from_generator`` batches the results.
 """
 
+import contextlib
 import random
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -65,6 +68,20 @@ class FrameGenerator:
         for path, name in pairs:
             frames = frames_from_video_file(path, self.n_frames, self.output_size, self.frame_step)
             yield frames, self.class_ids_for_name[name]
+
+
+@contextlib.contextmanager
+def tutorial_convolutions() -> Iterator[None]:
+    """Within it, models built run each (2+1)D convolution as the tutorial does, as its two Conv3D
+    layers, where the project runs the same weights as 2D convolutions."""
+    from components.train_model.model import Conv2Plus1D
+
+    own = Conv2Plus1D.call
+    Conv2Plus1D.call = lambda self, x: self.seq(x)
+    try:
+        yield
+    finally:
+        Conv2Plus1D.call = own
 
 
 def tutorial_dataset(split_dir: Path, n_frames: int, size: int, frame_step: int, batch_size: int):

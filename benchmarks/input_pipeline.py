@@ -19,15 +19,17 @@ from components.extract_frames.extract import extract_dataset
 from components.train_model.inputs import batches
 
 
-def clips_per_second(dataset, epochs: int) -> float:
-    """Iterates ``epochs`` passes over a batched dataset, after one untimed pass."""
+def clips_per_second(dataset, epochs: int) -> dict:
+    """Iterates ``epochs`` passes over a batched dataset, after one untimed pass: the clips a
+    second, the clips a pass and their shape."""
     for _ in dataset:
         pass
-    start, clips = time.perf_counter(), 0
+    start, clips, shape = time.perf_counter(), 0, None
     for _ in range(epochs):
         for batch, _ in dataset:
-            clips += int(batch.shape[0])
-    return clips / (time.perf_counter() - start)
+            clips, shape = clips + int(batch.shape[0]), list(batch.shape[1:])
+    return {"clips_per_second": clips / (time.perf_counter() - start), "clips_per_pass": clips // epochs,
+            "clip_shape": shape}
 
 
 def main() -> None:
@@ -49,11 +51,11 @@ def main() -> None:
         baseline = clips_per_second(tutorial_dataset(videos / "train", args.frames, args.size,
                                                      args.frame_step, args.batch_size), 1)
     print(f"train clips of {args.frames}x{args.size}x{args.size}, batch {args.batch_size}")
-    print(f"tutorial (from_generator, cv2 at every epoch): {baseline:9.1f} clips/s")
-    print(f"videoclf (tf.data over TFRecords):             {ours:9.1f} clips/s")
-    print(f"ratio: {ours / baseline:.1f}x")
-    print(json.dumps({"args": vars(args), "baseline_clips_per_second": baseline,
-                      "clips_per_second": ours, "ratio": ours / baseline}))
+    ratio = ours["clips_per_second"] / baseline["clips_per_second"]
+    print(f"tutorial (from_generator, cv2 at every epoch): {baseline['clips_per_second']:9.1f} clips/s")
+    print(f"videoclf (tf.data over TFRecords):             {ours['clips_per_second']:9.1f} clips/s")
+    print(f"ratio: {ratio:.1f}x")
+    print(json.dumps({"args": vars(args), "baseline": baseline, "ours": ours, "ratio": ratio}))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pipelines.range_server import serve_directory
 ZIP_NAME = "UCF101_demo.zip"
 DEMO_PARAMS = {
     "num_classes": len(DIRECTIONS),
-    "train_per_class": 100,
+    "train_per_class": 50,
     "val_per_class": 20,
     "test_per_class": 30,
     "n_frames": 8,
@@ -25,11 +25,10 @@ DEMO_PARAMS = {
     "clips_per_train_video": 3,
     "epochs": 10,
     "batch_size": 8,
-    "learning_rate": 1e-4,
     "seed": 0,
     "random_flip": False,  # a mirrored DriftLeft clip is a DriftRight one
 }
-GROUPS, CLIPS_PER_GROUP = 28, 6  # 168 clips per class: enough whole groups for 100/20/30
+GROUPS, CLIPS_PER_GROUP = 20, 6  # 120 clips per class: enough whole groups for 50/20/30
 
 
 def run_demo(output_dir: Path, runner: str = "subprocess", extract_parts: int = 1, **overrides) -> dict:

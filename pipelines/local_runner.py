@@ -8,6 +8,7 @@ written to ``summary.json``.
 """
 
 import contextlib
+import inspect
 import json
 import logging
 import os
@@ -82,6 +83,14 @@ def link(name: Path, artifact: str) -> str:
     return str(name)
 
 
+def as_parameter_types(pipeline, params: dict) -> dict:
+    """The parameters, a whole number given for a float parameter made a float (KFP refuses it)."""
+    annotations = {name: parameter.annotation
+                   for name, parameter in inspect.signature(pipeline.pipeline_func).parameters.items()}
+    return {name: float(value) if annotations.get(name) is float and type(value) is int else value
+            for name, value in params.items()}
+
+
 def run_local(params: dict, output_dir: Path, runner: str = "subprocess", extract_parts: int = 1) -> dict:
     """Runs the pipeline with ``params`` on ``runner`` (``subprocess`` or ``docker``), extracting
     frames in ``extract_parts`` parts; returns the summary it also writes to ``output_dir``."""
@@ -103,16 +112,18 @@ def run_local(params: dict, output_dir: Path, runner: str = "subprocess", extrac
           else contextlib.nullcontext(local.SubprocessRunner(use_venv=False))) as kfp_runner:
         local.init(runner=kfp_runner, pipeline_root=str(output_dir), raise_on_error=True)
         log.info("running the pipeline locally with the %s runner; artifacts go to %s", runner, output_dir)
-        outputs = build_pipeline(Target(extract_parts=extract_parts))(**params).outputs
+        pipeline = build_pipeline(Target(extract_parts=extract_parts))
+        outputs = pipeline(**as_parameter_types(pipeline, params)).outputs
     test = outputs["test_metrics"].metadata
     training = outputs["training_metrics"].metadata
     run_dir = Path(outputs["report"].path).parents[1]
     summary = {
         "test_accuracy": test["test_accuracy"],
         "test_loss": test["test_loss"],
-        "train_accuracy": training["train_accuracy"],
-        "val_accuracy": training["val_accuracy"],
-        "best_epoch": int(training["best_epoch"]),
+        "kept_epoch": int(training["kept_epoch"]),
+        "kept_val_accuracy": training["kept_val_accuracy"],
+        "kept_within_chance": bool(training["kept_within_chance"]),
+        "last_epoch_val_accuracy": training["last_epoch_val_accuracy"],
         "epochs_run": int(training["epochs_run"]),
         "train_clips_per_second": training["train_clips_per_second"],
         "num_classes": len(outputs["model"].metadata["classes"]),

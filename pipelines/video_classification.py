@@ -94,6 +94,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET):
         max_failed_fraction: float = MAX_FAILED_FRACTION,
         epochs: int = TRAIN.epochs,
         batch_size: int = TRAIN.batch_size,
+        recipe: str = TRAIN.recipe,
         learning_rate: float = TRAIN.learning_rate,
         seed: int = TRAIN.seed,
         random_flip: bool = TRAIN.random_flip,
@@ -130,7 +131,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET):
             frames = gather.outputs["frames"]
 
         train = place(train_model(
-            frames=frames, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+            frames=frames, epochs=epochs, batch_size=batch_size, recipe=recipe, learning_rate=learning_rate,
             seed=seed, random_flip=random_flip, base_filters=base_filters,
             blocks_per_stage=blocks_per_stage, precision=precision, patience=patience,
             checkpoint_dir=checkpoint_dir,

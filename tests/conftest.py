@@ -16,6 +16,11 @@ os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
 REAL_CLIPS = Path(os.environ.get("VIDEOCLF_REAL_CLIPS",
                                  Path(__file__).resolve().parents[2] / "shared" / "real-clips"))
 TINY = {"n_frames": 4, "frame_step": 2, "height": 32, "width": 32}
+# The demo at a size that trains in seconds on two cores, and still learns: 24 training videos of
+# each of the 4 classes, 32 test videos; chance is 0.25, and 0.5 or more is at most a 1-in-1000 fluke.
+LEARNABLE_DEMO = ["--epochs", "14", "--train-per-class", "24", "--val-per-class", "4",
+                  "--test-per-class", "8", "--height", "32", "--width", "32"]
+BETTER_THAN_CHANCE = 0.5
 
 
 @pytest.fixture(scope="session")

@@ -1,3 +1,4 @@
+import json
 
 import numpy as np
 import pytest
@@ -63,15 +64,42 @@ def test_report_and_summary_hold_numbers_tables_and_figures(real_clips):
     assert "C -> B (1)" in markdown
 
 
-def test_evaluating_twice_gives_identical_numbers(frames_dir, model_dir):
-    first_logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=5)
-    second_logits, _, _, _ = predict_split(model_dir, frames_dir)
-    # one example clip per class (4 classes), as the test split holds it
+def test_each_row_of_the_evaluation_is_its_test_videos_logits_and_label(frames_dir, model_dir):
+    """Against an independent reading of the test shards: TensorFlow's record reader and its own
+    Example parser, each video's clip reshaped by hand and given to the model."""
+    import tensorflow as tf
+
+    from components.train_model.train import load_model
+
+    logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=5)
+    manifest = json.loads((frames_dir / "manifest.json").read_text())
+    model, _ = load_model(model_dir)
+    expected_logits, expected_labels = [], []
+    for group in manifest["shards"]["test"]:
+        for record in tf.data.TFRecordDataset([str(frames_dir / group[0])]):
+            feature = tf.train.Example.FromString(record.numpy()).features.feature
+            clip = np.frombuffer(feature["clip"].bytes_list.value[0], np.uint8)
+            clip = clip.reshape(manifest["frame_shape"])
+            expected_logits.append(model.predict_on_batch(clip[None])[0])
+            expected_labels.append(feature["label"].int64_list.value[0])
+    order = [classes.index(v["class"]) for v in manifest["videos"] if v["split"] == "test"]
+    assert list(labels) == expected_labels == order
+    assert np.allclose(logits, expected_logits, atol=1e-5) and logits.shape == (12, 4)
+    # one example clip per class (4 classes), the first of each, as the test split holds it
     assert sorted(labels[list(examples)]) == [0, 1, 2, 3]
-    assert all(clip.shape == (4, 32, 32, 3) for clip in examples.values())
-    assert first_logits.shape == (12, 4) and len(labels) == 12
-    assert np.array_equal(first_logits, second_logits)
-    assert score(first_logits, labels, classes) == score(second_logits, labels, classes)
+    assert all(index == order.index(labels[index]) for index in examples)
+
+
+def test_a_kept_model_within_noise_of_chance_is_noted_in_the_report():
+    from components.evaluate_model.evaluate import selection_note
+
+    selection = {"epoch": 1, "val_accuracy": 0.5, "val_clips": 16, "chance_accuracy": 0.25,
+                 "p_value": 0.3, "epochs_compared": 11, "within_chance": True}
+    results = score(np.eye(3)[[0, 1, 2]], np.array([0, 1, 2]), CLASSES)
+    results["notes"] += selection_note(selection)
+    assert "within noise of chance (0.250: p = 0.30 as the best of 11 epochs)" in report_html(results, {})
+    assert "within noise of chance" in summary_markdown(results)
+    assert selection_note({**selection, "within_chance": False}) == []
 
 
 def test_evaluation_averages_the_logits_of_evenly_spaced_clips(videos_dir, model_dir, tmp_path):

@@ -172,10 +172,18 @@ def test_bad_annotation_lists_are_named(real_clips, tmp_path):
         (tmp_path / name).write_text(text)
         with pytest.raises(SourceError, match=message):
             download(str(tmp_path / name), tmp_path / "out")
-    (tmp_path / "names.txt").write_text("Archery\nOther\n")
+    (tmp_path / "names.txt").write_text("Archery\nOther\nJuggling\n")
     (tmp_path / "unknown.txt").write_text("videos/Other/other0.AVI 7\n")
     with pytest.raises(SourceError, match="labels with no name in .*names.txt: line 1: 7"):
         download(str(tmp_path / "unknown.txt"), tmp_path / "out", class_names=str(tmp_path / "names.txt"))
+    # A label of the class-name file that no video has is named in the manifest.
+    tree = tmp_path / "videos"
+    lines = [f"{p.relative_to(tmp_path).as_posix()} {['Archery', 'Other'].index(p.parent.name)}\n"
+             for p in sorted(tree.glob("*/*.*"))]
+    (tmp_path / "labels.txt").write_text("".join(lines))
+    manifest = download(str(tmp_path / "labels.txt"), tmp_path / "out",
+                        class_names=str(tmp_path / "names.txt"))
+    assert manifest["empty"] == ["Juggling"] and manifest["classes"] == ["Archery", "Other"]
 
 
 def test_videos_of_one_class_with_one_file_name_are_all_kept(real_clips, tmp_path):

@@ -1,29 +1,36 @@
 import json
+import math
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
 from components.train_model import train as train_module
-from components.train_model.inputs import batches, read_records
-from components.train_model.model import build_model
+from components.train_model.config import TrainConfig
+from components.train_model.inputs import batches, random_resized_crop, read_records
+from components.train_model.model import Conv2Plus1D, build_model
 from components.train_model.train import (
     CLASSES_FILE,
     HISTORY_FILE,
     MODEL_FILE,
     SAMPLING_FILE,
+    SELECTION_FILE,
     STATE_FILE,
     CheckpointMismatchError,
-    TrainConfig,
     TrainingDivergedError,
+    chance,
     load_model,
+    record_epoch,
     train,
 )
 
-QUICK = TrainConfig(epochs=2, batch_size=4, learning_rate=1e-4, seed=0, patience=0)
+QUICK = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0)
+DATA = Path(__file__).with_name("data")
 
 
 def test_tutorial_network_has_443322_parameters():
@@ -39,7 +46,26 @@ def test_width_and_depth_are_parameters():
     assert deeper.count_params() > tutorial.count_params()
 
 
-def test_training_writes_the_best_model_and_its_metrics(frames_dir, tmp_path):
+def test_the_2d_convolutions_compute_what_the_tutorials_conv3d_layers_compute(monkeypatch):
+    """The same weights, run as Keras's own Conv3D layers: the same logits."""
+    keras.utils.set_random_seed(0)
+    model = build_model(4, 8, 32, 32)
+    clips = np.random.default_rng(0).integers(0, 256, (3, 8, 32, 32, 3), dtype=np.uint8)
+    ours = np.asarray(model(clips))
+    monkeypatch.setattr(Conv2Plus1D, "call", lambda self, x: self.seq(x))
+    theirs = np.asarray(model(clips))
+    assert np.allclose(ours, theirs, atol=1e-5) and np.abs(theirs).max() > 0.01
+
+
+def test_a_model_saved_before_the_2d_convolutions_loads_and_gives_its_logits():
+    """tests/data/model-conv3d-v0.1.keras was saved by videoclf 0.1 at commit 1cca166, whose
+    Conv2Plus1D ran its Conv3D layers as they are, with its logits on the clips beside it."""
+    saved = np.load(DATA / "model-conv3d-v0.1.npz")
+    model = keras.models.load_model(DATA / "model-conv3d-v0.1.keras")
+    assert np.allclose(model.predict(saved["clips"], verbose=0), saved["logits"], atol=1e-5)
+
+
+def test_training_writes_the_kept_model_and_its_metrics(frames_dir, tmp_path):
     result = train(frames_dir, tmp_path, QUICK, tensorboard_dir=tmp_path.parent / "tb")
     history = result.history
     assert set(history) >= {"loss", "accuracy", "val_loss", "val_accuracy"}
@@ -47,21 +73,29 @@ def test_training_writes_the_best_model_and_its_metrics(frames_dir, tmp_path):
     assert json.loads((tmp_path / HISTORY_FILE).read_text()) == history
     metrics = result.metrics
     assert metrics["epochs_run"] == 2 and metrics["train_clips_per_second"] > 0
-    assert history["val_accuracy"][metrics["best_epoch"] - 1] == max(history["val_accuracy"])
+    assert history["val_loss"][metrics["kept_epoch"] - 1] == min(history["val_loss"])
+    assert metrics["kept_val_accuracy"] == history["val_accuracy"][metrics["kept_epoch"] - 1]
+    assert metrics["last_epoch_val_accuracy"] == history["val_accuracy"][-1]
+    selection = json.loads((tmp_path / SELECTION_FILE).read_text())
+    assert selection["epoch"] == metrics["kept_epoch"] and selection["val_clips"] == 8
     assert result.precision == "float32" and result.replicas == 1  # auto on a CPU
     model, classes = load_model(tmp_path)
     assert classes == json.loads((frames_dir / "manifest.json").read_text())["classes"]
     clip = np.random.default_rng(0).integers(0, 256, (2, 4, 32, 32, 3), dtype=np.uint8)
     assert model.predict(clip, verbose=0).shape == (2, 4)
     # The default checkpoints inside the model folder are removed once training succeeds.
-    assert {p.name for p in tmp_path.iterdir()} == {MODEL_FILE, CLASSES_FILE, HISTORY_FILE, SAMPLING_FILE}
+    assert {p.name for p in tmp_path.iterdir()} == {MODEL_FILE, CLASSES_FILE, HISTORY_FILE, SAMPLING_FILE,
+                                                    SELECTION_FILE}
     assert list((tmp_path.parent / "tb").rglob("events.out.tfevents.*"))
 
 
-def test_same_seed_same_weights(frames_dir, tmp_path):
-    first = train(frames_dir, tmp_path / "a", QUICK).history
-    second = train(frames_dir, tmp_path / "b", QUICK).history
-    assert first == second
+def test_same_seed_same_weights_other_seed_other_weights(frames_dir, tmp_path):
+    weights = []
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(frames_dir, tmp_path / name, TrainConfig(**{**QUICK.__dict__, "seed": seed}))
+        weights.append(load_model(tmp_path / name)[0].get_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
+    assert not all(np.array_equal(a, c) for a, c in zip(weights[0], weights[2], strict=True))
 
 
 def test_mixed_precision_keeps_float32_logits(frames_dir, tmp_path):
@@ -88,6 +122,21 @@ def test_training_batches_draw_and_flip_stored_clips(frames_dir):
     assert clips.dtype.name == "uint8" and labels.dtype.name == "int32"
 
 
+def test_random_resized_crops_are_the_same_in_every_frame():
+    """A crop that moved between frames would add motion; zooming a clip of one still frame
+    must give a clip of one still frame."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    still = np.repeat(rng.integers(0, 256, (1, 32, 32, 3), dtype=np.uint8), 6, axis=0)
+    crops = [random_resized_crop(tf.constant(still), 0.3, tf.constant([n, n], tf.int64)).numpy()
+             for n in range(5)]
+    assert all(crop.shape == still.shape and crop.dtype == np.uint8 for crop in crops)
+    assert all((crop == crop[0]).all() for crop in crops)  # every frame the same
+    assert all(not np.array_equal(crop[0], still[0]) for crop in crops)  # but cropped and zoomed
+    assert len({crop.tobytes() for crop in crops}) == 5
+
+
 def test_val_batches_are_the_same_every_pass(frames_dir):
     dataset = batches(frames_dir, "val", batch_size=4)
     first, second = ([clips.numpy() for clips, _ in dataset] for _ in range(2))
@@ -97,7 +146,8 @@ def test_val_batches_are_the_same_every_pass(frames_dir):
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"epochs": 0}, "epochs must be at least 1"),
     ({"base_filters": 0}, "base_filters must be at least 1"),
-    ({"learning_rate": 0.0}, "learning_rate must be positive"),
+    ({"learning_rate": -1.0}, "learning_rate must be positive, or 0 for the recipe's"),
+    ({"recipe": "fancy"}, "recipe must be one of tutorial, videoclf"),
     ({"patience": -1}, "patience must be 0"),
     ({"precision": "fp8"}, "precision must be one of auto, float32"),
 ])
@@ -129,13 +179,82 @@ def test_a_nan_loss_stops_training_and_a_retry_ends_at_once(frames_dir, tmp_path
     assert str(retry.value).startswith(str(first.value))
 
 
-def test_early_stopping_keeps_the_best_epoch(frames_dir, tmp_path):
-    # val accuracy takes at most 9 values on 8 val clips, so with a patience of 1 training
-    # must stop by epoch 10.
-    config = TrainConfig(epochs=12, batch_size=4, learning_rate=1e-3, seed=0, patience=1)
-    metrics = train(frames_dir, tmp_path, config).metrics
-    assert metrics["stopped_early"] == 1
-    assert metrics["epochs_run"] == metrics["best_epoch"] + 1 < 12
+def fresh_state() -> dict:
+    return {"epoch": 0, "history": {}, "best_epoch": 0, "best_val_loss": math.inf, "progress_epoch": 0,
+            "progress_val_loss": math.inf, "stopped_early": False}
+
+
+def test_an_early_epoch_that_wins_by_luck_is_not_kept():
+    """Epoch 1 guesses 8 of 16 validation clips right by luck (chance is 4), with the loss of a
+    network that has learned nothing (ln 4 = 1.386); the later epochs learn (the loss falls)
+    while their accuracy on 16 clips stays at or below that lucky 0.5. Keeping the best accuracy
+    kept epoch 1; the validation loss keeps the epoch that learned, ties go to the later epoch,
+    and no early stop comes before the warm-up."""
+    accuracies = [0.5, 0.25, 0.375, 0.4375, 0.5, 0.5, 0.4375, 0.5, 0.5]
+    losses = [1.386, 1.37, 1.30, 1.21, 1.12, 1.05, 1.03, 0.98, 0.98]
+    state = fresh_state()
+    for accuracy, loss in zip(accuracies, losses, strict=True):
+        record_epoch(state, {"loss": 1.0, "val_loss": loss, "val_accuracy": accuracy}, patience=2,
+                     warmup_epochs=3)
+    assert accuracies.index(max(accuracies)) == 0  # what the best accuracy would have kept
+    assert state["best_epoch"] == 9  # the lowest loss, the later of the two 0.98s
+    assert state["progress_epoch"] == 8 and not state["stopped_early"]
+    record_epoch(state, {"loss": 1.0, "val_loss": 0.99, "val_accuracy": 0.5}, patience=2, warmup_epochs=3)
+    assert state["stopped_early"] and state["best_epoch"] == 9  # two epochs past epoch 8 without progress
+    warm = fresh_state()
+    for loss in (1.0, 1.2, 1.3):  # worse and worse, but within the warm-up of 3 epochs
+        record_epoch(warm, {"loss": 1.0, "val_loss": loss, "val_accuracy": 0.25}, patience=1, warmup_epochs=3)
+    assert not warm["stopped_early"]
+
+
+def test_a_kept_accuracy_within_noise_of_chance_is_named():
+    from scipy.stats import binom
+
+    # 8 of 16 right with 4 classes: p = 0.027 from one epoch, but chosen as the best of 11 epochs
+    # it is as likely as chance allows
+    once, of_eleven = chance(0.5, 16, 4, 1), chance(0.5, 16, 4, 11)
+    assert once["p_value"] == pytest.approx(binom.sf(7, 16, 0.25)) and not once["within_chance"]
+    assert of_eleven["p_value"] == pytest.approx(min(1, 11 * binom.sf(7, 16, 0.25)))
+    assert of_eleven["within_chance"]
+    assert not chance(1.0, 16, 4, 20)["within_chance"] and chance(0.25, 120, 4, 1)["within_chance"]
+
+
+def test_a_network_that_cannot_learn_has_its_kept_model_flagged(frames_dir, tmp_path):
+    """Labels shuffled at random: nothing to learn, and the report must say the kept score is
+    within noise of chance."""
+    import shutil
+
+    from components.extract_frames.records import encode, write_shard
+
+    shuffled = tmp_path / "frames"
+    shutil.copytree(frames_dir, shuffled)
+    manifest = json.loads((shuffled / "manifest.json").read_text())
+    rng = np.random.default_rng(0)
+    for group in (g for split in manifest["shards"].values() for g in split):
+        for name in group:
+            records = read_records([str(shuffled / name)], manifest["frame_shape"])
+            clips = [clip.numpy() for clip, _ in records]
+            write_shard(shuffled / name, [encode(c, int(rng.integers(4)), "v") for c in clips])
+    result = train(shuffled, tmp_path / "model", TrainConfig(epochs=3, batch_size=4, seed=0, patience=0))
+    selection = json.loads((tmp_path / "model" / SELECTION_FILE).read_text())
+    assert selection["within_chance"] and result.metrics["kept_within_chance"] == 1
+
+
+def test_a_run_stopped_early_resumes_with_more_patience(frames_dir, tmp_path, caplog):
+    checkpoint_dir = tmp_path / "ckpt"
+    tutorial = {"batch_size": 4, "seed": 0, "recipe": "tutorial"}  # no warm-up: patience counts from epoch 1
+    train(frames_dir, tmp_path / "a", TrainConfig(epochs=2, patience=1, **tutorial), str(checkpoint_dir))
+    state = json.loads((checkpoint_dir / STATE_FILE).read_text())
+    # as if epoch 2 brought no progress and patience 1 stopped the run there
+    state |= {"progress_epoch": 1, "stopped_early": True}
+    (checkpoint_dir / STATE_FILE).write_text(json.dumps(state))
+    caplog.set_level("INFO")
+    same = train(frames_dir, tmp_path / "b", TrainConfig(epochs=4, patience=1, **tutorial),
+                 str(checkpoint_dir))
+    assert same.metrics["epochs_run"] == 2 and "(stopped early): nothing left to train" in caplog.text
+    more = train(frames_dir, tmp_path / "c", TrainConfig(epochs=4, patience=0, **tutorial),
+                 str(checkpoint_dir))
+    assert more.metrics["epochs_run"] == 4 and "resuming after epoch 2" in caplog.text
 
 
 TRAIN_IN_SUBPROCESS = """
@@ -165,10 +284,49 @@ def test_a_killed_training_resumes_and_ends_with_all_epochs(frames_dir, tmp_path
     assert f"resuming after epoch {killed_after}" in caplog.text
     assert result.metrics["epochs_run"] == 8
     assert all(len(values) == 8 for values in result.history.values())
-    model, _ = load_model(tmp_path / "model")
-    assert model.count_params() == build_model(4, 4, 32, 32).count_params()
     kept = {p.name for p in checkpoint_dir.iterdir()}
-    assert kept == {STATE_FILE, "epoch-0008.keras", f"best-{result.metrics['best_epoch']:04d}.keras"}
+    assert kept == {STATE_FILE, "epoch-0008.keras", f"best-{result.metrics['kept_epoch']:04d}.keras"}
+
+
+def snapshot(model: keras.Model) -> tuple[list, list, int]:
+    """The model's weights and its optimizer's variables (Adam's moments and iteration count,
+    and the loss scale under mixed_float16), as arrays, and how many weights are trained."""
+    return ([np.array(w) for w in model.weights], [np.array(v) for v in model.optimizer.variables],
+            len(model.trainable_weights))
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
+def test_a_resumed_run_starts_from_the_weights_and_optimizer_state_it_saved(frames_dir, tmp_path, monkeypatch,
+                                                                            precision):
+    """The state in memory at the end of epoch 2 of the first run, against the state the
+    resumed run loads from the checkpoint; mixed_float16 (the GPU default, with loss scaling)
+    runs on a CPU too."""
+    ends, loaded = [], []
+    end_of_epoch, load = train_module.EpochEnd.on_epoch_end, train_module.Checkpoints.load_model
+
+    def end_and_snapshot(self, epoch, logs=None):
+        end_of_epoch(self, epoch, logs)
+        ends.append(snapshot(self.model))
+
+    def load_and_snapshot(self, name):
+        model = load(self, name)
+        loaded.append((snapshot(model), model.optimizer, int(model.optimizer.iterations)))
+        return model
+
+    monkeypatch.setattr(train_module.EpochEnd, "on_epoch_end", end_and_snapshot)
+    monkeypatch.setattr(train_module.Checkpoints, "load_model", load_and_snapshot)
+    config = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0, precision=precision)
+    train(frames_dir, tmp_path / "a", config, str(tmp_path / "ckpt"))
+    train(frames_dir, tmp_path / "b", TrainConfig(**{**config.__dict__, "epochs": 3}), str(tmp_path / "ckpt"))
+    [((weights, optimizer_state, trained), optimizer, iterations)] = loaded
+    saved_weights, saved_optimizer_state, _ = ends[1]
+    assert len(weights) == len(saved_weights) and all(map(np.array_equal, weights, saved_weights))
+    assert len(optimizer_state) == len(saved_optimizer_state) > 2 * trained  # two moments of each
+    assert all(map(np.array_equal, optimizer_state, saved_optimizer_state))
+    if precision == "mixed_float16":  # loss scaling skips the steps whose gradients overflow
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    else:
+        assert iterations == 2 * 4  # 16 clips in batches of 4, two epochs
 
 
 def test_bucket_checkpoints_resume_with_more_epochs(frames_dir, tmp_path, bucket):
@@ -204,7 +362,8 @@ def test_training_checkpoints_to_a_folder_of_the_run_on_a_mounted_volume(frames_
     @dsl.pipeline
     def train_on_volume():
         frames = dsl.importer(artifact_uri=str(frames_dir), artifact_class=dsl.Dataset)
-        train_model(frames=frames.output, epochs=1, batch_size=4, learning_rate=1e-4, seed=0,
+        train_model(frames=frames.output, epochs=1, batch_size=4, recipe="tutorial", learning_rate=0.0,
+                    seed=0,
                     random_flip=False, base_filters=16, blocks_per_stage=1, precision="auto", patience=0,
                     checkpoint_dir="", checkpoint_volume=str(volume), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
 

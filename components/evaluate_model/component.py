@@ -31,15 +31,17 @@ def evaluate_model(
         report_html,
         scalar_metrics,
         score,
+        selection_note,
         summary_markdown,
     )
     from components.reports import learning_curves_png
-    from components.train_model.train import HISTORY_FILE
+    from components.train_model.train import HISTORY_FILE, SELECTION_FILE
 
     setup_logging()
     logits, labels, classes, examples = predict_split(Path(model.path), Path(frames.path),
                                                       examples=STRIP_CLIPS)
     results = score(logits, labels, classes)
+    results["notes"] += selection_note(json.loads((Path(model.path) / SELECTION_FILE).read_text()))
     for name, value in scalar_metrics(results).items():
         metrics.log_metric(name, value)
     for row in results["per_class"]:

@@ -21,34 +21,28 @@ CONFUSED_PAIRS = 5
 
 def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_size: int = 8,
                   examples: int = 0) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray]]:
-    """The logits and true labels of every video of a split, in a fixed order, the classes, and
-    up to ``examples`` centred clips by their index, the first of each class. A video with
-    several evenly spaced clips gets the mean of their logits."""
+    """The logits (the mean of each video's evenly spaced clips') and true labels of every video
+    of a split, in the manifest's order, the classes, and up to ``examples`` middle clips by their
+    index, the first of each class."""
     from components.common import read_manifest
-    from components.train_model.inputs import batches
+    from components.train_model.inputs import batches, split_logits
     from components.train_model.train import load_model
 
     model, classes = load_model(model_dir)
     manifest = read_manifest(frames_dir)
     if classes != manifest["classes"]:
         raise ValueError(f"the model in {model_dir} was trained on other classes than {frames_dir} holds")
-    slots = manifest["eval_clips_per_video"]
-    logits, labels, kept, shown, index = [], [], {}, set(), 0
-    for clips, batch_labels in batches(frames_dir, split, batch_size):  # the centred clips
-        logits.append(model.predict_on_batch(clips))
-        labels.append(batch_labels.numpy())
-        for clip, label in zip(clips.numpy(), labels[-1], strict=True):
+    logits, labels = split_logits(model, frames_dir, split, batch_size)
+    kept, shown, index = {}, set(), 0
+    for clips, batch_labels in batches(frames_dir, split, batch_size) if examples else ():
+        for clip, label in zip(clips.numpy(), batch_labels.numpy(), strict=True):
             if len(kept) < examples and label not in shown:
                 kept[index] = clip
                 shown.add(label)
             index += 1
-    mean = np.concatenate(logits)
-    for slot in (s for s in range(slots) if s != slots // 2):
-        mean += np.concatenate([model.predict_on_batch(clips)
-                                for clips, _ in batches(frames_dir, split, batch_size, slot=slot)])
-    log.info("predicted the %d %s videos of %s (%d clips each) with %s", index, split, frames_dir,
-             slots, model_dir)
-    return mean / slots, np.concatenate(labels), classes, kept
+    log.info("predicted the %d %s videos of %s (%d clips each) with %s", len(labels), split, frames_dir,
+             manifest["eval_clips_per_video"], model_dir)
+    return logits, labels, classes, kept
 
 
 def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
@@ -85,6 +79,17 @@ def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
         "most_confused": [{"true": classes[t], "predicted": classes[p], "clips": n} for n, t, p in pairs],
         "notes": [f"{c} is never predicted: its precision is reported as 0" for c in never],
     }
+
+
+def selection_note(selection: dict) -> list[str]:
+    """A note for the report when the kept model's validation score is within noise of chance."""
+    if not selection["within_chance"]:
+        return []
+    return [f"the kept model (epoch {selection['epoch']}) scored {selection['val_accuracy']:.3f} on "
+            f"{selection['val_clips']} validation clips, within noise of chance "
+            f"({selection['chance_accuracy']:.3f}: p = {selection['p_value']:.2f} as the best of "
+            f"{selection['epochs_compared']} epochs); it may have learned nothing, and more validation "
+            "clips would tell"]
 
 
 def scalar_metrics(results: dict) -> dict[str, float]:

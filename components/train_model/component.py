@@ -11,6 +11,7 @@ def train_model(
     frames: Input[Dataset],
     epochs: int,
     batch_size: int,
+    recipe: str,
     learning_rate: float,
     seed: int,
     random_flip: bool,
@@ -42,7 +43,7 @@ def train_model(
     setup_logging()
     if checkpoint_volume and not checkpoint_dir:
         checkpoint_dir = f"{checkpoint_volume}/{run_id}"
-    config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, recipe=recipe, learning_rate=learning_rate,
                          seed=seed, random_flip=random_flip, base_filters=base_filters,
                          blocks_per_stage=blocks_per_stage, precision=precision, patience=patience)
     result = train(Path(frames.path), Path(model.path), config, checkpoint_dir,
@@ -53,7 +54,7 @@ def train_model(
     inputs = {"frames": frames.uri}
     data = {"classes": frames.metadata.get("classes"), "counts": frames.metadata.get("counts")}
     model.metadata.update({"framework": "keras", "file": MODEL_FILE, **data, "precision": result.precision,
-                           "replicas": result.replicas, "best_epoch": result.metrics["best_epoch"],
+                           "replicas": result.replicas, "kept_epoch": result.metrics["kept_epoch"],
                            **lineage("train_model", parameters, inputs, Path(model.path) / MODEL_FILE)})
     Path(learning_curves.path).write_text(
         page("Learning curves", img_tag(learning_curves_png(result.history), "learning curves")))
