@@ -372,3 +372,27 @@ def test_training_checkpoints_to_a_folder_of_the_run_on_a_mounted_volume(frames_
     train_on_volume()
     [run] = volume.iterdir()
     assert len(run.name) >= 8 and json.loads((run / STATE_FILE).read_text())["epoch"] == 1
+
+
+def test_validation_scores_the_mean_of_every_evenly_spaced_clip(videos_dir, tmp_path):
+    """With two clips per validation video (no centred one), the epoch's validation loss is that
+    of the mean of both clips' logits, as evaluation scores the test, not of one slot's."""
+    from components.extract_frames.config import ClipSpec
+    from components.extract_frames.extract import extract_dataset
+    from components.train_model.inputs import batches
+
+    frames = tmp_path / "frames"
+    extract_dataset(videos_dir, frames, ClipSpec(n_frames=4, frame_step=2, height=32, width=32,
+                                                 clips_per_train_video=2, eval_clips_per_video=2))
+    result = train(frames, tmp_path / "model", TrainConfig(epochs=1, batch_size=4, seed=0))
+    model, _ = load_model(tmp_path / "model")
+    per_slot = [np.concatenate([model.predict_on_batch(x) for x, _ in batches(frames, "val", 4, slot=s)])
+                for s in (0, 1)]
+    labels = np.concatenate([y.numpy() for _, y in batches(frames, "val", 4)])
+
+    def loss(logits):
+        log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        return -log_p[np.arange(len(labels)), labels].mean()
+
+    assert result.history["val_loss"][0] == pytest.approx(loss((per_slot[0] + per_slot[1]) / 2), abs=1e-5)
+    assert abs(loss(per_slot[0]) - loss(per_slot[1])) > 1e-4  # the slots differ, so the mean is seen
