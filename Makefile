@@ -7,7 +7,7 @@ DEMO_OUTPUT ?= runs/demo
 # Container images: podman where it is installed, else docker. REGISTRY and TAG default to
 # components/images.py's: localhost/videoclf, and the commit of this checkout.
 ENGINE ?= $(shell command -v podman || command -v docker)
-IMAGES ?= data trainer evaluator
+IMAGES ?= data trainer evaluator serving
 TF_VERSION := 2.21.0
 ifdef REGISTRY
 export VIDEOCLF_REGISTRY := $(REGISTRY)
@@ -21,10 +21,11 @@ LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --python-version 3.11 \
 
 .PHONY: demo test lint compile images push lock clean
 
+# --prefer-binary: a release whose wheels are not uploaded yet is passed over, not compiled.
 $(BIN)/videoclf: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --prefer-binary -e ".[dev]"
 	touch $@
 
 demo: $(BIN)/videoclf  ## run the whole pipeline offline on a synthetic dataset
@@ -52,6 +53,7 @@ lock: $(BIN)/videoclf  ## re-pin the images' dependencies (images/*/requirements
 	$(LOCK) --extra data -o images/data/requirements.txt
 	$(LOCK) --extra train --extra gpu -c $(VENV)/tensorflow-version.txt -o images/trainer/requirements.txt
 	$(LOCK) --extra evaluate -c $(VENV)/tensorflow-version.txt -o images/evaluator/requirements.txt
+	$(LOCK) --extra serve -c $(VENV)/tensorflow-version.txt -o images/serving/requirements.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-NAMES = ("data", "trainer", "evaluator")
+NAMES = ("data", "trainer", "evaluator", "serving")
 LOCAL_REGISTRY = "localhost/videoclf"
 REFERENCE_TAG = "reference"  # the committed YAML's images: it is for reading, not for a cluster
 SOURCE = Path(__file__).resolve().parents[1]

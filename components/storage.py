@@ -17,6 +17,9 @@ from typing import IO
 from components.common import atomic_write_bytes
 
 REMOTE_SCHEMES = ("gs://", "s3://")
+# A Kubernetes Secret's keys for S3 (those of Kubeflow's own MinIO secret, mlpipeline-minio-artifact),
+# and the AWS variables a pod gets them as.
+S3_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 READ_BLOCK = 1 << 20  # bytes a remote file reads ahead: about one video of a zip
 
 

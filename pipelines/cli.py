@@ -1,6 +1,6 @@
 """The ``videoclf`` command line: compile the pipeline, run it locally or the offline demo,
 submit it to Kubeflow or Vertex AI, show a run's lineage, and predict the action of videos
-with a trained model."""
+with a trained model, or serve it."""
 
 import argparse
 import inspect
@@ -69,12 +69,18 @@ def add_target_flags(parser: argparse.ArgumentParser, cluster: bool) -> None:
     group.add_argument("--s3-endpoint", default="", metavar="URL",
                        help="every task's AWS_ENDPOINT_URL, for MinIO or another S3-compatible store, "
                             "e.g. http://minio-service.kubeflow:9000")
+    group.add_argument("--vertex-parent-model", default="", metavar="RESOURCE",
+                       help="Vertex AI: with --deploy, upload the model as a new version of this model, "
+                            "projects/P/locations/L/models/ID (default: a new model)")
+    group.add_argument("--vertex-endpoint", default="", metavar="RESOURCE",
+                       help="Vertex AI: with --deploy, serve on this endpoint, "
+                            "projects/P/locations/L/endpoints/ID (default: a new endpoint)")
 
 
 def target_of(args: argparse.Namespace, platform: str) -> Target:
-    return Target(platform=platform, extract_parts=args.extract_parts,
-                  checkpoint_pvc=getattr(args, "checkpoint_pvc", ""),
-                  s3_secret=getattr(args, "s3_secret", ""), s3_endpoint=getattr(args, "s3_endpoint", ""))
+    cluster = {name: getattr(args, name, "") for name in ("checkpoint_pvc", "s3_secret", "s3_endpoint",
+                                                          "vertex_parent_model", "vertex_endpoint")}
+    return Target(platform=platform, extract_parts=args.extract_parts, **cluster)
 
 
 def add_runner_flag(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--top-k", type=int, default=5, help="classes per video (default: 5)")
     predict.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
 
+    serve = commands.add_parser("serve", help="serve a trained model over HTTP (KServe v1 and v2)")
+    serve.add_argument("--model", help="a trained model folder: local, gs:// or s3:// "
+                                       "(default: AIP_STORAGE_URI, as Vertex AI sets it)")
+    serve.add_argument("--port", type=int, help="(default: AIP_HTTP_PORT, else 8080)")
+    serve.add_argument("--name", default="video-classifier", help="the model's name in the routes "
+                                                                  "(default: video-classifier)")
+    serve.add_argument("--top-k", type=int, default=5, help="classes per answer (default: 5)")
+    serve.add_argument("--max-request-mb", type=int, default=64,
+                       help="larger requests are refused with 413 (default: 64)")
+
     lineage = commands.add_parser("lineage", help="print a local run's artifact graph and draw it")
     lineage.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                          help="a run folder, e.g. videoclf-runs/video-action-classification-<time>")
@@ -191,6 +207,11 @@ def main(argv: list[str] | None = None) -> None:
         text, picture = lineage_of_run(args.run_dir)
         print(text)
         logging.getLogger("videoclf").info("drew %s", picture)
+        return
+    if args.command == "serve":
+        from components.serve_model.server import serve
+
+        serve(args.model, args.port, args.name, args.top_k, args.max_request_mb)
         return
     if args.command == "predict":
         from components.serve_model.predict import predict_videos

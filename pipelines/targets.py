@@ -23,8 +23,6 @@ KUBEFLOW_GPU = "nvidia.com/gpu"
 VERTEX_GPU = "NVIDIA_TESLA_T4"
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 CHECKPOINT_MOUNT = "/videoclf-checkpoints"  # where a checkpoint PVC is mounted in the training pod
-# The keys of Kubeflow's own MinIO secret (mlpipeline-minio-artifact), as the AWS variables.
-S3_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 
 # The oldest Kubeflow Pipelines backend that runs the compiled spec, and why:
 # 2.5.0: node selector and tolerations as JSON parameters, PVC and secret names as parameters
@@ -73,6 +71,8 @@ class Target:
     checkpoint_pvc: str = ""  # Kubeflow: an existing PVC the training pod mounts for checkpoints
     s3_secret: str = ""  # Kubeflow: a Secret whose accesskey and secretkey every task gets for s3://
     s3_endpoint: str = ""  # every task's AWS_ENDPOINT_URL, e.g. MinIO's service in the cluster
+    vertex_parent_model: str = ""  # Vertex AI: a model whose new version a deploy uploads
+    vertex_endpoint: str = ""  # Vertex AI: the endpoint a deploy serves on; else a new one
 
     def check(self) -> None:
         """Raises TargetError naming the setting this platform cannot take."""
@@ -85,10 +85,19 @@ class Target:
                 if value:
                     raise TargetError(f"{flag} is for Kubeflow: Vertex AI mounts no PVC or Secret; use "
                                       "gs:// paths, which the run's service account reads")
+        for flag, value, kind in (("--vertex-parent-model", self.vertex_parent_model, "models"),
+                                  ("--vertex-endpoint", self.vertex_endpoint, "endpoints")):
+            if value and self.platform != "vertex":
+                raise TargetError(f"{flag} is for Vertex AI")
+            if value and not re.fullmatch(rf"projects/[^/]+/locations/[^/]+/{kind}/[^/]+", value):
+                raise TargetError(f"{flag} must be a resource name, projects/P/locations/L/{kind}/ID, "
+                                  f"got {value!r}")
 
     def check_params(self, params: dict) -> None:
         """Refuses run parameters this platform would not run as meant."""
         check_accelerator(self.platform, params.get("accelerator_type", self.default_accelerator))
+        if not 0 <= params.get("min_accuracy", 0) <= 1:
+            raise TargetError(f"min_accuracy is a test accuracy, from 0 to 1, got {params['min_accuracy']}")
         if not re.fullmatch(r"\d+", str(params.get("accelerator_count", "1"))):
             raise TargetError(f"accelerator_count must be a whole number of GPUs, got "
                               f"{params['accelerator_count']!r}")

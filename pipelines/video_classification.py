@@ -25,6 +25,7 @@ from typing import NamedTuple
 import yaml
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Markdown, Metrics, Model
+from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components import images
 from components.download_subset.component import download_subset
@@ -32,9 +33,11 @@ from components.download_subset.config import SubsetSpec
 from components.evaluate_model.component import evaluate_model
 from components.extract_frames.component import extract_frames, gather_frames
 from components.extract_frames.config import MAX_FAILED_FRACTION, ClipSpec
+from components.serve_model.component import deploy_model, vertex_serving_model
+from components.storage import S3_SECRET_KEYS
 from components.train_model.component import train_model
 from components.train_model.config import TrainConfig
-from pipelines.targets import CHECKPOINT_MOUNT, DEFAULT_TARGET, S3_SECRET_KEYS, Target
+from pipelines.targets import CHECKPOINT_MOUNT, DEFAULT_TARGET, Target, TargetError
 
 PIPELINE_NAME = "video-action-classification"
 DESCRIPTION = "Action recognition on a UCF101 subset with a (2+1)D ResNet."
@@ -42,7 +45,8 @@ COMPILED_YAML = Path(__file__).with_name("video_classification.yaml")
 TRAIN_RETRIES = 3
 # CPU and memory of each task, requested and as its limit.
 RESOURCES = {"download": ("1", "2G"), "extract": ("4", "8G"), "gather": ("1", "2G"),
-             "train": ("4", "15G"), "evaluate": ("2", "8G")}
+             "train": ("4", "15G"), "evaluate": ("2", "8G"), "deploy": ("1", "1G")}
+VERTEX_SERVING_MACHINE = "n1-standard-4"
 SUBSET, CLIPS, TRAIN = SubsetSpec(), ClipSpec(), TrainConfig()
 
 
@@ -58,9 +62,11 @@ class PipelineOutputs(NamedTuple):
     report: HTML
 
 
-def build_pipeline(target: Target = DEFAULT_TARGET):
-    """The pipeline, compiled for ``target``."""
+def build_pipeline(target: Target = DEFAULT_TARGET, serving_image: str | None = None):
+    """The pipeline, compiled for ``target``, deploying with ``serving_image`` (by default the
+    serving image's name in ``components.images``)."""
     target.check()
+    serving_image = serving_image or images.image("serving")
 
     def place(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
         """Sets the task's CPU and memory, and its access to s3:// storage."""
@@ -107,6 +113,10 @@ def build_pipeline(target: Target = DEFAULT_TARGET):
         accelerator_count: str = "1",  # a string: the KFP driver reads resource placeholders as strings
         gpu_node_selector: dict = {},  # noqa: B006 (a pipeline parameter's default, never mutated)
         gpu_tolerations: list = [],  # noqa: B006
+        deploy: bool = False,
+        min_accuracy: float = 0.8,
+        deploy_name: str = "video-classifier",
+        deploy_namespace: str = "",
     ) -> PipelineOutputs:
         download = place(download_subset(
             source_url=source_url, classes=classes, num_classes=num_classes, class_names=class_names,
@@ -147,6 +157,16 @@ def build_pipeline(target: Target = DEFAULT_TARGET):
 
         evaluate = place(evaluate_model(frames=frames, model=train.outputs["model"]), "evaluate")
 
+        # Deployed when asked, and when the test accuracy reaches min_accuracy.
+        with (dsl.If(deploy == True, name="deploy-asked"),  # noqa: E712 (a condition KFP compiles)
+              dsl.If(evaluate.outputs["test_accuracy"] >= min_accuracy, name="accurate-enough")):
+            if target.platform == "kubeflow":
+                place(deploy_model(model=train.outputs["model"], name=deploy_name, namespace=deploy_namespace,
+                                   serving_image=serving_image, s3_endpoint=target.s3_endpoint,
+                                   s3_secret=target.s3_secret), "deploy")
+            else:
+                deploy_on_vertex(train.outputs["model"], deploy_name, serving_image, target)
+
         return PipelineOutputs(
             model=train.outputs["model"],
             training_metrics=train.outputs["metrics"],
@@ -160,6 +180,48 @@ def build_pipeline(target: Target = DEFAULT_TARGET):
         )
 
     return video_classification_pipeline
+
+
+def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, serving_image: str,
+                     target: Target) -> None:
+    """Uploads the model to Vertex AI's Model Registry (a new version of ``target``'s parent model
+    where it names one) and deploys it to an endpoint (``target``'s, else a new one), with
+    google-cloud-pipeline-components, served by the serving image."""
+    try:
+        from google_cloud_pipeline_components import _placeholders
+        from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
+        from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
+        from google_cloud_pipeline_components.v1.model import ModelUploadOp
+    except ImportError as e:
+        raise TargetError("compiling for Vertex AI needs google-cloud-pipeline-components: "
+                          "pip install 'videoclf[vertex]'") from e
+
+    where = {"project": _placeholders.PROJECT_ID_PLACEHOLDER,
+             "location": _placeholders.LOCATION_PLACEHOLDER}
+    container = vertex_serving_model(model=model, name=name, serving_image=serving_image)
+    parent = {}
+    if target.vertex_parent_model:
+        parent["parent_model"] = dsl.importer(
+            artifact_uri=vertex_uri(target.vertex_parent_model), artifact_class=VertexModel,
+            metadata={"resourceName": target.vertex_parent_model}).output
+    upload = ModelUploadOp(display_name=name, unmanaged_container_model=container.outputs["unmanaged_model"],
+                           **parent, **where)
+    if target.vertex_endpoint:
+        endpoint = dsl.importer(artifact_uri=vertex_uri(target.vertex_endpoint),
+                                artifact_class=VertexEndpoint,
+                                metadata={"resourceName": target.vertex_endpoint}).output
+    else:
+        endpoint = EndpointCreateOp(display_name=name, **where).outputs["endpoint"]
+    ModelDeployOp(endpoint=endpoint, model=upload.outputs["model"], deployed_model_display_name=name,
+                  dedicated_resources_machine_type=VERTEX_SERVING_MACHINE,
+                  dedicated_resources_min_replica_count=1, dedicated_resources_max_replica_count=1,
+                  traffic_split={"0": 100})
+
+
+def vertex_uri(resource_name: str) -> str:
+    """The API URI of a Vertex AI resource (``projects/p/locations/l/models/m``)."""
+    location = resource_name.split("/")[3]
+    return f"https://{location}-aiplatform.googleapis.com/v1/{resource_name}"
 
 
 def reference_images() -> dict[str, str]:
@@ -176,11 +238,12 @@ def compile_pipeline(path: Path = COMPILED_YAML, target: Target = DEFAULT_TARGET
     image_names = image_names or reference_images()
     with tempfile.TemporaryDirectory(prefix="videoclf-compile-") as tmp:
         compiled = Path(tmp) / "pipeline.yaml"
-        compiler.Compiler().compile(build_pipeline(target), str(compiled))
+        compiler.Compiler().compile(build_pipeline(target, image_names["serving"]), str(compiled))
         pipeline_spec, *platform_spec = yaml.safe_load_all(compiled.read_text())
     for executor in pipeline_spec["deploymentSpec"]["executors"].values():
-        container = executor["container"]
-        container["image"] = image_names[images.name_of(container["image"])]
+        container = executor.get("container", {})  # not Vertex AI's importers and its own components
+        if images.name_of(container.get("image", "")) in images.NAMES:
+            container["image"] = image_names[images.name_of(container["image"])]
     if not enable_caching:
         for task in all_tasks(pipeline_spec):
             task["cachingOptions"] = {"enableCache": False}

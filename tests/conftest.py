@@ -126,3 +126,15 @@ def model_dir(frames_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("model")
     train(frames_dir, out, TrainConfig(epochs=1, batch_size=4, seed=0))
     return out
+
+
+@pytest.fixture
+def kube_api(tmp_path, monkeypatch):
+    """A loopback Kubernetes API (``tests.kube_api``), which KUBECONFIG points the client at."""
+    from tests.kube_api import KubeApi
+
+    api = KubeApi(tmp_path)
+    monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    yield api
+    api.close()

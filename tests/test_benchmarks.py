@@ -74,3 +74,14 @@ def test_a_long_video_benchmark_reads_the_same_clips_both_ways():
         for split, clips in (("test", 1), ("train", 3)):
             row = report["results"][container][split]
             assert row["same_clips"] and row["clips_shape"] == [clips, 10, 224, 224, 3]
+
+
+def test_the_serving_benchmark_times_both_sides_on_the_same_answers(real_clips):
+    clip = real_clips["mpeg4_320x240_25fps_164f.avi"]
+    report = run_benchmark("serve.py", "--requests", "2", "--size", "32", "--clip", str(clip))
+    assert report["clip_shape"] == [1, 10, 32, 32, 3]
+    assert report["same_top_class"] == {"clip": True, "clip_binary": True, "video": True}
+    for kind in ("clip", "clip_binary", "video"):
+        row = report["results"][kind]
+        assert row["p50_ratio"] == pytest.approx(row["server"]["p50_ms"] / row["in_process"]["p50_ms"])
+        assert row["server"]["per_second"] > 0 and row["in_process"]["p95_ms"] >= row["in_process"]["p50_ms"]

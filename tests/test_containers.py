@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from components.images import image
-from tests.conftest import BETTER_THAN_CHANCE, LEARNABLE_DEMO
+from components.images import NAMES, image
+from tests.conftest import BETTER_THAN_CHANCE, LEARNABLE_DEMO, free_port
+from tests.test_serve_model import V1, V2, Client, assert_same_top, b64
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -109,7 +110,7 @@ def test_the_trainer_image_holds_tensorflow_for_cuda_and_the_libraries_it_loads(
     assert all(report["loaded"].values()), report["loaded"]
 
 
-@pytest.mark.parametrize("name", ["data", "trainer", "evaluator"])
+@pytest.mark.parametrize("name", NAMES)
 def test_images_run_as_their_own_non_root_user(engine, name):
     """A cluster runs the image as its USER (the local runner runs it as the caller instead)."""
     script = ("import os, tempfile, pathlib; import components.download_subset.download; "
@@ -136,3 +137,54 @@ def test_the_build_context_leaves_out_the_virtualenv_runs_and_git(engine, tmp_pa
         subprocess.run([tool, "rmi", "-f", tag], capture_output=True)
     assert {"components", "pipelines", "images", "pyproject.toml"} <= set(listing)
     assert not {".venv", ".git", "runs", "tests"} & set(listing), listing
+
+
+def test_the_serving_image_answers_as_kserve_and_as_vertex_ai_run_it(engine, model_dir, real_clips, tmp_path):
+    """The serving image run as the deploy step's InferenceService runs it (its command and
+    arguments) and as Vertex AI runs it (the model upload's container spec, the AIP_* variables),
+    as the image's own user, answering real requests as ``predict`` answers them."""
+    from kfp.dsl import Artifact, Model
+
+    from components.serve_model.component import vertex_serving_model
+    from components.serve_model.deploy import SERVING_PORT, inference_service
+    from components.serve_model.predict import predict_videos
+
+    model = shutil.copytree(model_dir, tmp_path / "ucf10")
+    for path in [model, *model.rglob("*")]:  # readable by the image's user
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    mount = {str(model): {"bind": "/models/ucf10", "mode": "ro"}}
+    video = real_clips["h264_340x256_56fps_560f.mp4"]
+    [expected] = predict_videos(model_dir, [video], top_k=3)
+
+    [kserve] = inference_service("video-classifier", "default", image("serving"),
+                                 "/models/ucf10")["spec"]["predictor"]["containers"]
+    vertex = Artifact(uri="", metadata={})
+    vertex_serving_model.python_func(model=Model(uri="/models/ucf10"), name="video-classifier",
+                                     serving_image=image("serving"), unmanaged_model=vertex)
+    spec = vertex.metadata["containerSpec"]
+    vertex_env = {"AIP_HTTP_PORT": str(spec["ports"][0]["containerPort"]), "AIP_STORAGE_URI": vertex.uri,
+                  "AIP_HEALTH_ROUTE": spec["healthRoute"], "AIP_PREDICT_ROUTE": spec["predictRoute"]}
+    for command, args, env, port, health, predict in [
+            (kserve["command"], kserve["args"], {}, SERVING_PORT, "/v2/health/ready", V1),
+            (spec["command"], spec["args"], vertex_env, 8080, spec["healthRoute"], spec["predictRoute"])]:
+        client = Client(free_port())
+        container = engine.containers.run(image("serving"), args, entrypoint=command, environment=env,
+                                          volumes=mount, ports={f"{port}/tcp": ("127.0.0.1", client.port)},
+                                          detach=True)
+        try:
+            def running(container=container):
+                container.reload()
+                return container.status == "running"
+
+            assert client.wait_ready(running, health, timeout=180), container.logs().decode()[-3000:]
+            status, answer = client.post(predict, {"instances": [{"video": {"b64": b64(video)}}],
+                                                   "parameters": {"top_k": 3}})
+            assert status == 200, answer
+            assert_same_top(answer["predictions"][0]["top"], expected["top"])
+            status, answer = client.post(V2, {"inputs": [{"name": "video", "datatype": "BYTES", "shape": [1],
+                                                          "data": [b64(ROOT / "README.md")]}]})
+            assert status == 400 and "cannot open" in answer["error"]
+        finally:
+            logs = container.logs().decode()
+            container.remove(force=True)
+        assert "answered 1 instance(s)" in logs and "rejected a request: video 0" in logs

@@ -75,7 +75,7 @@ def test_committed_yaml_is_up_to_date(tmp_path):
 def test_yaml_has_typed_executors_and_a_gpu_on_training(tmp_path):
     spec, platform = compiled(tmp_path, Target())
     executors = spec["deploymentSpec"]["executors"]
-    assert sorted(executors) == sorted(f"exec-{s}" for s in STAGES)
+    assert sorted(executors) == sorted(f"exec-{s}" for s in [*STAGES, "deploy-model"])
     components = spec["components"]
     artifacts = {name: {k: v["artifactType"]["schemaTitle"]
                         for kind in ("inputDefinitions", "outputDefinitions")
@@ -93,7 +93,7 @@ def test_yaml_has_typed_executors_and_a_gpu_on_training(tmp_path):
         "confusion_matrix_plot": "system.Artifact", "summary": "system.Markdown", "report": "system.HTML"}
     # One extraction part: no loop and no gather step; training reads the extraction's output.
     tasks = spec["root"]["dag"]["tasks"]
-    assert sorted(tasks) == sorted(STAGES)  # no loop, no gather step
+    assert sorted(tasks) == sorted([*STAGES, "condition-1"])  # no loop, no gather step; the deploy gate
     assert tasks["train-model"]["inputs"]["artifacts"]["frames"]["taskOutputArtifact"]["producerTask"] \
         == "extract-frames"
     assert tasks["train-model"]["retryPolicy"]["maxRetryCount"] == 3
@@ -126,6 +126,83 @@ def test_vertex_gets_the_machine_spec_enum_and_no_kubernetes_spec(tmp_path):
     train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["resources"]
     assert (train["resourceCpuLimit"], train["resourceMemoryLimit"]) == ("4", "15G")  # Vertex sizes by these
     assert "platforms" not in spec
+
+
+def deploy_gate(spec: dict) -> tuple[list[str], dict]:
+    """The trigger conditions from the root to the deploy step's DAG, and that DAG's tasks."""
+    conditions, dag = [], spec["root"]["dag"]
+    while gates := [t for t in dag["tasks"] if t.startswith("condition-")]:
+        [name] = gates
+        conditions.append(dag["tasks"][name]["triggerPolicy"]["condition"])
+        dag = spec["components"][dag["tasks"][name]["componentRef"]["name"]]["dag"]
+    return conditions, dag["tasks"]
+
+
+GATE = ["inputs.parameter_values['pipelinechannel--deploy'] == true",
+        "inputs.parameter_values['pipelinechannel--evaluate-model-test_accuracy'] "
+        ">= inputs.parameter_values['pipelinechannel--min_accuracy']"]
+
+
+def test_kubeflow_deploys_a_kserve_service_behind_the_gate(tmp_path):
+    spec, _ = compiled(tmp_path, Target())
+    conditions, tasks = deploy_gate(spec)
+    assert conditions == GATE and list(tasks) == ["deploy-model"]
+    image = tasks["deploy-model"]["inputs"]["parameters"]["serving_image"]["runtimeValue"]["constant"]
+    assert image == f"{REGISTRY}/serving:0123456789ab"
+    assert spec["deploymentSpec"]["executors"]["exec-deploy-model"]["container"]["image"] == image
+
+
+def test_vertex_uploads_a_new_version_and_deploys_it_behind_the_gate(tmp_path):
+    """On Vertex AI, Google Cloud Pipeline Components upload the model as a version of the parent
+    model and deploy it to the endpoint; the upload request carries the serving image's
+    container spec, as GCPC's own launcher builds it from the artifact."""
+    from google_cloud_pipeline_components.container.v1.model.upload_model.remote_runner import (
+        append_unmanaged_model_artifact_into_payload,
+    )
+    from kfp.dsl import Artifact, Model
+
+    from components.serve_model.component import vertex_serving_model
+
+    parent = "projects/p/locations/europe-west4/models/123"
+    endpoint = "projects/p/locations/europe-west4/endpoints/456"
+    [spec] = compiled(tmp_path, Target("vertex", vertex_parent_model=parent, vertex_endpoint=endpoint))
+    conditions, tasks = deploy_gate(spec)
+    assert conditions == GATE
+    assert sorted(tasks) == ["importer", "importer-2", "model-deploy", "model-upload", "vertex-serving-model"]
+    executors = spec["deploymentSpec"]["executors"]
+
+    def imported(task: dict, name: str) -> str:
+        producer = task["inputs"]["artifacts"][name]["taskOutputArtifact"]["producerTask"]
+        return executors[f"exec-{producer}"]["importer"]["metadata"]["resourceName"]
+
+    upload, deploy = tasks["model-upload"], tasks["model-deploy"]
+    assert imported(upload, "parent_model") == parent and imported(deploy, "endpoint") == endpoint
+    assert upload["inputs"]["artifacts"]["unmanaged_container_model"]["taskOutputArtifact"] == {
+        "outputArtifactKey": "unmanaged_model", "producerTask": "vertex-serving-model"}
+    assert deploy["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "model-upload"
+    for op in ("model-upload", "model-deploy"):  # GCPC's own image, not one of ours
+        assert executors[f"exec-{op}"]["container"]["image"].startswith(
+            "gcr.io/ml-pipeline/google-cloud-pipeline-components:")
+    serving_image = tasks["vertex-serving-model"]["inputs"]["parameters"]["serving_image"]["runtimeValue"]
+    assert serving_image["constant"] == f"{REGISTRY}/serving:0123456789ab"
+
+    unmanaged = Artifact(uri="", metadata={})
+    vertex_serving_model.python_func(model=Model(uri="gs://bucket/root/train-model/model"), name="ucf10",
+                                     serving_image=serving_image["constant"], unmanaged_model=unmanaged)
+    executor_input = {"inputs": {"artifacts": {"unmanaged_container_model": {"artifacts": [
+        {"uri": unmanaged.uri, "metadata": unmanaged.metadata}]}}}}
+    request = append_unmanaged_model_artifact_into_payload(json.dumps(executor_input), {})
+    assert request["artifact_uri"] == "gs://bucket/root/train-model/model"  # Vertex sets AIP_STORAGE_URI
+    container = request["container_spec"]
+    assert container["image_uri"] == serving_image["constant"]
+    assert container["command"] == ["videoclf", "serve"]
+    assert (container["health_route"], container["predict_route"]) == ("/health", "/predict")
+    assert container["ports"] == [{"container_port": 8080}]
+
+    [spec] = compiled(tmp_path, Target("vertex"))  # no endpoint given: a new one
+    _, tasks = deploy_gate(spec)
+    assert sorted(tasks) == ["endpoint-create", "model-deploy", "model-upload", "vertex-serving-model"]
+    assert "parent_model" not in tasks["model-upload"]["inputs"].get("artifacts", {})
 
 
 def test_extraction_fans_out_over_pods_only_when_asked(tmp_path):
@@ -183,12 +260,14 @@ def test_cli_compile_writes_the_same_yaml(tmp_path):
     assert out.read_text() == COMPILED_YAML.read_text()
 
 
-def test_end_to_end_local_run(tmp_path):
-    """The whole pipeline under kfp.local, through the CLI, at a tiny size."""
+def test_end_to_end_local_run(tmp_path, kube_api):
+    """The whole pipeline under kfp.local, through the CLI, at a tiny size, deployed to a
+    loopback Kubernetes API as its accuracy passes the gate."""
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), *LEARNABLE_DEMO,
-         "--extract-parts", "2"], capture_output=True, text=True, timeout=600)
+         "--extract-parts", "2", "--deploy", "true", "--min-accuracy", str(BETTER_THAN_CHANCE)],
+        capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary == json.loads((out / "summary.json").read_text())
@@ -222,8 +301,31 @@ def test_end_to_end_local_run(tmp_path):
         assert re.search(edge, text), edge
     stages = ["\ndownload-subset", "\ngather-frames", "\ntrain-model", "\nevaluate-model"]
     assert [text.index(s) for s in stages] == sorted(text.index(s) for s in stages)
+    assert text.index("\ndeploy-model") > text.index("\ntrain-model")
     assert "<svg" in (run_dir / "lineage.svg").read_text()
+
+    # The deploy gate passed: the InferenceService of its manifest artifact was created.
+    manifest = yaml.safe_load((run_dir / "deploy-model" / "manifest").read_text())
+    isvc = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
+    assert [(r["method"], r["path"]) for r in kube_api.requests] == [
+        ("GET", f"{isvc}/video-classifier"), ("POST", isvc)]
+    assert kube_api.requests[-1]["body"] == manifest
+    [container] = manifest["spec"]["predictor"]["containers"]
+    assert container["args"][:2] == ["--model", str(Path(summary["model"]).parent)]
     check_report_in_a_browser(Path(summary["report"]), tmp_path)  # last: it skips without chromium
+
+
+def test_a_model_below_the_accuracy_gate_is_not_deployed(tmp_path, kube_api):
+    out = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), "--epochs", "1",
+         "--train-per-class", "4", "--val-per-class", "2", "--test-per-class", "4", "--n-frames", "4",
+         "--height", "32", "--width", "32", "--deploy", "true", "--min-accuracy", "1.0"],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["test_accuracy"] < 1.0  # one epoch: the gate stays shut
+    assert kube_api.requests == [] and not (Path(summary["run_dir"]) / "deploy-model").exists()
 
 
 def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, demo_zip, tmp_path):

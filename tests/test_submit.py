@@ -6,8 +6,6 @@ PipelineJob it would submit)."""
 import json
 import socket
 import tempfile
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -18,54 +16,40 @@ from pipelines.cli import main
 from pipelines.targets import DEFAULT_TARGET, SubmitError, Target
 from pipelines.vertex_runner import vertex_job
 from pipelines.video_classification import PIPELINE_NAME, all_tasks, compile_pipeline
+from tests.loopback import JsonHandler, start
 
 REGISTRY = "europe-docker.pkg.dev/my-project/videoclf"
 
 
-class KfpApi(BaseHTTPRequestHandler):
+class KfpApi(JsonHandler):
     """The few KFP v2beta1 endpoints of a submission: healthz, experiments, runs."""
 
     requests: list  # (method, path, JSON body) of each request, set per server
     refuse_runs = False
     version = "2.5.0"
 
-    def log_message(self, *args):
-        pass
-
-    def reply(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def do_GET(self):
-        self.requests.append(("GET", self.path, None))
-        if self.path.startswith("/apis/v2beta1/runs/"):
+    def answer(self, method: str) -> None:
+        body = self.json_body()
+        self.requests.append((method, self.path, body))
+        if method == "POST" and self.path == "/apis/v2beta1/experiments":
+            self.reply(200, {"experiment_id": "exp-1", "display_name": body["display_name"]})
+        elif method == "POST" and self.refuse_runs:
+            self.reply(400, {"error": "pipeline spec is invalid", "code": 3})
+        elif method == "POST":
+            self.reply(200, {"run_id": "run-1", "display_name": body["display_name"], "state": "PENDING"})
+        elif self.path.startswith("/apis/v2beta1/runs/"):
             self.reply(200, {"run_id": self.path.rsplit("/", 1)[1], "state": "SUCCEEDED"})
         elif self.path.startswith("/apis/v2beta1/experiments"):
             self.reply(200, {})  # no experiment of that name yet
         else:  # healthz
             self.reply(200, {"commit_sha": "0123abc", "tag_name": self.version, "multi_user": False})
 
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self.requests.append(("POST", self.path, body))
-        if self.path == "/apis/v2beta1/experiments":
-            self.reply(200, {"experiment_id": "exp-1", "display_name": body["display_name"]})
-        elif self.refuse_runs:
-            self.reply(400, {"error": "pipeline spec is invalid", "code": 3})
-        else:
-            self.reply(200, {"run_id": "run-1", "display_name": body["display_name"], "state": "PENDING"})
-
 
 @pytest.fixture
 def kfp_api():
     """A loopback KFP API: yields (url, handler class), whose ``requests`` it records."""
     handler = type("Handler", (KfpApi,), {"requests": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = start(handler)
     yield f"http://127.0.0.1:{server.server_port}", handler
     server.shutdown()
     server.server_close()
@@ -109,7 +93,7 @@ def test_kubeflow_run_gets_the_compiled_pipeline_and_the_parameters(kfp_api, cap
     expected, platform_spec = compiled_specs()
     sent = run["pipeline_spec"]["pipeline_spec"]
     assert {e["container"]["image"] for e in sent["deploymentSpec"]["executors"].values()} == {
-        f"{REGISTRY}/{name}:0123456789ab" for name in ("data", "trainer", "evaluator")}
+        f"{REGISTRY}/{name}:0123456789ab" for name in images.NAMES}
     assert run["pipeline_spec"]["platform_spec"] == platform_spec  # node selector, tolerations
     assert sent["pipelineInfo"]["name"] == PIPELINE_NAME
     assert sent["deploymentSpec"] == expected["deploymentSpec"]  # the images and commands
@@ -194,6 +178,12 @@ def test_an_older_backend_is_refused_before_the_run(kfp_api, version, parts, ref
      "--checkpoint-pvc is for Kubeflow"),
     (["--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", "--gpu-node-selector",
       '{"a": "b"}'], "--gpu-node-selector is for Kubernetes"),
+    (["--host", "URL", "--vertex-endpoint", "projects/p/locations/l/endpoints/1"],
+     "--vertex-endpoint is for Vertex AI"),
+    (["--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", "--vertex-parent-model",
+      "123"], r"--vertex-parent-model must be a resource name, projects/P/locations/L/models/ID, got '123'"),
+    (["--host", "URL", "--deploy", "true", "--min-accuracy", "80"],
+     "min_accuracy is a test accuracy, from 0 to 1"),
 ])
 def test_settings_the_platform_would_not_run_are_refused(kfp_api, args, message):
     url, api = kfp_api

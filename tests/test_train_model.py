@@ -85,7 +85,7 @@ def test_training_writes_the_kept_model_and_its_metrics(frames_dir, tmp_path):
     assert model.predict(clip, verbose=0).shape == (2, 4)
     # The default checkpoints inside the model folder are removed once training succeeds.
     assert {p.name for p in tmp_path.iterdir()} == {MODEL_FILE, CLASSES_FILE, HISTORY_FILE, SAMPLING_FILE,
-                                                    SELECTION_FILE}
+                                                    SELECTION_FILE, "saved_model"}
     assert list((tmp_path.parent / "tb").rglob("events.out.tfevents.*"))
 
 
@@ -396,3 +396,26 @@ def test_validation_scores_the_mean_of_every_evenly_spaced_clip(videos_dir, tmp_
 
     assert result.history["val_loss"][0] == pytest.approx(loss((per_slot[0] + per_slot[1]) / 2), abs=1e-5)
     assert abs(loss(per_slot[0]) - loss(per_slot[1])) > 1e-4  # the slots differ, so the mean is seen
+
+
+def test_the_saved_model_serves_the_keras_models_probabilities_on_real_clips(model_dir, real_clips):
+    """Loaded with TensorFlow alone, in a process that imports nothing of this project."""
+    from components.extract_frames.config import ClipSpec
+    from components.extract_frames.extract import extract_video
+
+    spec = ClipSpec(n_frames=4, frame_step=2, height=32, width=32, eval_clips_per_video=2)
+    clips = np.concatenate([extract_video(real_clips[name], "test", spec)[0]
+                            for name in ("mpeg4_320x240_25fps_164f.avi", "vp9_340x256_28fps_280f.webm")])
+    np.save(model_dir.parent / "clips.npy", clips)
+    script = ("import sys, numpy as np, tensorflow as tf\n"
+              "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
+              "print(serve(clips=tf.constant(np.load(sys.argv[2])))['probabilities'].numpy().tolist())\n"
+              "assert not any(m.startswith(('components', 'pipelines')) for m in sys.modules)")
+    served = subprocess.run([sys.executable, "-c", script, str(model_dir / "saved_model"),
+                             str(model_dir.parent / "clips.npy")], capture_output=True, text=True,
+                            timeout=300, cwd="/")
+    assert served.returncode == 0, served.stderr[-2000:]
+    model, _ = load_model(model_dir)
+    expected = keras.ops.softmax(model.predict_on_batch(clips)).numpy()
+    assert np.allclose(json.loads(served.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
+    assert expected.shape == (4, 4)

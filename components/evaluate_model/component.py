@@ -1,5 +1,7 @@
 """The KFP component of the evaluate model stage: a thin typed wrapper."""
 
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
 
@@ -15,9 +17,11 @@ def evaluate_model(
     confusion_matrix_plot: Output[Artifact],
     summary: Output[Markdown],
     report: Output[HTML],
-):
-    """Scores the model on the test split: metrics, confusion matrix, summary and report."""
+) -> NamedTuple("Evaluation", [("test_accuracy", float)]):
+    """Scores the model on the test split: metrics, confusion matrix, summary and report; the
+    test accuracy is also an output parameter, for the pipeline's deploy gate."""
     import json
+    from collections import namedtuple
     from pathlib import Path
 
     import numpy as np
@@ -66,3 +70,4 @@ def evaluate_model(
     for artifact in (confusion_matrix_plot, summary, report):
         artifact.metadata.update({"classes": classes, "test_clips": len(labels),
                                   **lineage("evaluate_model", {}, inputs, Path(artifact.path))})
+    return namedtuple("Evaluation", ["test_accuracy"])(results["test_accuracy"])

@@ -5,16 +5,21 @@ size, the evenly spaced clips of the test videos (by default one, centred), whos
 averaged, and the same time between frames: a 60 fps video is sampled over the seconds a
 training clip covered, not over the same number of frames (``sampling.json`` records the frame
 step and the training videos' frame rate, or the seconds a clip covers). A file that cannot be
-read as a video gets an error naming it, and the other videos are still answered.
+read as a video gets an error naming it, and the other videos are still answered. ``videoclf
+predict`` and the inference server (``server.py``) both answer through ``Predictor``.
 """
+
+from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from components.extract_frames.config import ClipSpec
+from components.storage import filesystem, is_remote
 
 log = logging.getLogger(__name__)
 
@@ -39,27 +44,58 @@ def eval_clips(path: Path, sampling: dict) -> tuple[np.ndarray | None, dict]:
     return try_extract_video(Path(path), "test", sampling_spec(sampling))
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+class Predictor:
+    """A trained model folder (local, or a ``gs://`` or ``s3://`` folder, copied here once),
+    loaded once, answering videos and already-sampled clips."""
+
+    def __init__(self, model_uri: str | Path):
+        from components.train_model.train import SAMPLING_FILE, load_model
+
+        model_dir = str(model_uri).rstrip("/")
+        if is_remote(model_dir):
+            self._copy = tempfile.TemporaryDirectory(prefix="videoclf-model-")
+            fs, path = filesystem(model_dir)
+            fs.get(path + "/", self._copy.name, recursive=True)
+            log.info("copied the model folder %s", model_dir)
+            model_dir = self._copy.name
+        elif Path(model_dir).is_file():  # the model.keras inside the folder
+            model_dir = str(Path(model_dir).parent)
+        self.model, self.classes = load_model(Path(model_dir))
+        self.sampling = json.loads((Path(model_dir) / SAMPLING_FILE).read_text())
+        self.clip_shape = tuple(self.sampling["frame_shape"])
+
+    def probabilities(self, videos_clips: list[np.ndarray]) -> np.ndarray:
+        """The class probabilities of each video from its clips, the mean of their logits, in
+        one batch for them all."""
+        logits = self.model.predict_on_batch(np.concatenate(videos_clips)).astype(np.float64)
+        ends = np.cumsum([len(clips) for clips in videos_clips])
+        return softmax(np.stack([part.mean(axis=0) for part in np.split(logits, ends[:-1])]))
+
+    def top(self, probabilities: np.ndarray, k: int) -> list[dict]:
+        """The ``k`` likeliest classes, with their probabilities."""
+        return [{"class": self.classes[i], "probability": round(float(probabilities[i]), 6)}
+                for i in np.argsort(-probabilities)[:k]]
+
+    def video_clips(self, path: Path) -> tuple[np.ndarray | None, dict]:
+        """The clips of a video file, sampled as the model's test videos were."""
+        return eval_clips(Path(path), self.sampling)
+
+
 def predict_videos(model_dir: Path, videos: list[Path], top_k: int = 5) -> list[dict]:
     """For each video, ``{"video", "top": [{"class", "probability"}, ...]}`` or ``{"video", "error"}``."""
-    from scipy.special import softmax
-
-    from components.train_model.train import SAMPLING_FILE, load_model
-
-    model_dir = Path(model_dir)
-    if model_dir.is_file():  # the model.keras inside the folder
-        model_dir = model_dir.parent
-    model, classes = load_model(model_dir)
-    sampling = json.loads((model_dir / SAMPLING_FILE).read_text())
+    predictor = Predictor(model_dir)
     answers = []
     for path in videos:
-        clips, outcome = eval_clips(Path(path), sampling)
+        clips, outcome = predictor.video_clips(Path(path))
         if clips is None:
             log.error("%s", outcome["error"])
             answers.append({"video": str(path), "error": outcome["error"]})
             continue
-        logits = model.predict_on_batch(clips).astype(np.float64).mean(axis=0)
-        probabilities = softmax(logits)
-        best = np.argsort(-probabilities)[:top_k]
-        answers.append({"video": str(path), "top": [
-            {"class": classes[i], "probability": round(float(probabilities[i]), 6)} for i in best]})
+        [probabilities] = predictor.probabilities([clips])
+        answers.append({"video": str(path), "top": predictor.top(probabilities, top_k)})
     return answers

@@ -18,7 +18,8 @@ stops early after ``patience`` epochs past the warm-up without the loss falling 
 many clips and the epochs it was chosen from.
 
 The output model folder holds the kept epoch's ``model.keras`` (it loads back once
-``components.train_model.model`` is imported), ``classes.json`` (the class of each logit),
+``components.train_model.model`` is imported) and the same as a TensorFlow SavedModel
+(``saved_model/``, ``export.py``), ``classes.json`` (the class of each logit),
 ``history.json`` (the metrics of every epoch), ``selection.json`` and ``sampling.json`` (how
 clips were sampled, so that new videos are sampled as test videos were).
 """
@@ -41,6 +42,7 @@ import tensorflow as tf
 from components.common import MANIFEST, file_sha256, read_manifest, write_json
 from components.storage import Folder
 from components.train_model.config import RESUMABLE_CHANGES, TrainConfig
+from components.train_model.export import SAVED_MODEL_DIR, export_saved_model
 from components.train_model.inputs import batches, split_logits
 from components.train_model.model import build_model  # also registers the custom layers
 
@@ -240,6 +242,9 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_dir) as tmp:
         checkpoints.folder.download(state["best"], Path(tmp) / MODEL_FILE)
+        export_saved_model(keras.models.load_model(Path(tmp) / MODEL_FILE), Path(tmp) / SAVED_MODEL_DIR)
+        shutil.rmtree(model_dir / SAVED_MODEL_DIR, ignore_errors=True)
+        (Path(tmp) / SAVED_MODEL_DIR).replace(model_dir / SAVED_MODEL_DIR)
         (Path(tmp) / MODEL_FILE).replace(model_dir / MODEL_FILE)
     selection = selection_of(state, manifest)
     if selection["within_chance"]:
