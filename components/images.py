@@ -25,7 +25,8 @@ NAMES = ("data", "trainer", "evaluator", "serving")
 LOCAL_REGISTRY = "localhost/videoclf"
 REFERENCE_TAG = "reference"  # the committed YAML's images: it is for reading, not for a cluster
 SOURCE = Path(__file__).resolve().parents[1]
-BUILT_FROM = ("pyproject.toml", "README.md", "components", "pipelines", "images")  # images/Dockerfile's
+# What images/Dockerfile builds from: a change to any of it changes the tag.
+BUILT_FROM = ("pyproject.toml", "README.md", "LICENSE", "components", "pipelines", "images")
 DIGESTS = SOURCE / "images" / "digests.json"
 
 
