@@ -242,7 +242,8 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_dir) as tmp:
         checkpoints.folder.download(state["best"], Path(tmp) / MODEL_FILE)
-        export_saved_model(keras.models.load_model(Path(tmp) / MODEL_FILE), Path(tmp) / SAVED_MODEL_DIR)
+        kept = keras.models.load_model(Path(tmp) / MODEL_FILE, compile=False)  # no optimizer to serve
+        export_saved_model(kept, Path(tmp) / SAVED_MODEL_DIR)
         shutil.rmtree(model_dir / SAVED_MODEL_DIR, ignore_errors=True)
         (Path(tmp) / SAVED_MODEL_DIR).replace(model_dir / SAVED_MODEL_DIR)
         (Path(tmp) / MODEL_FILE).replace(model_dir / MODEL_FILE)
