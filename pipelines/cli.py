@@ -11,6 +11,7 @@ from pathlib import Path
 
 from components.common import setup_logging
 from components.images import ImageError, cluster_images
+from components.serve_model import config as serving
 from pipelines.local_runner import RUNNERS
 from pipelines.targets import DEFAULT_TARGET, PLATFORMS, Target, TargetError
 from pipelines.video_classification import COMPILED_YAML, build_pipeline
@@ -174,18 +175,20 @@ def build_parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="the top classes of each video, as JSON lines")
     predict.add_argument("--model", type=Path, required=True,
                          help="a trained model folder (or the model.keras in it)")
-    predict.add_argument("--top-k", type=int, default=5, help="classes per video (default: 5)")
+    predict.add_argument("--top-k", type=int, default=serving.TOP_K,
+                         help="classes per video (default: %(default)s)")
     predict.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
 
     serve = commands.add_parser("serve", help="serve a trained model over HTTP (KServe v1 and v2)")
     serve.add_argument("--model", help="a trained model folder: local, gs:// or s3:// "
                                        "(default: AIP_STORAGE_URI, as Vertex AI sets it)")
-    serve.add_argument("--port", type=int, help="(default: AIP_HTTP_PORT, else 8080)")
-    serve.add_argument("--name", default="video-classifier", help="the model's name in the routes "
-                                                                  "(default: video-classifier)")
-    serve.add_argument("--top-k", type=int, default=5, help="classes per answer (default: 5)")
-    serve.add_argument("--max-request-mb", type=int, default=64,
-                       help="larger requests are refused with 413 (default: 64)")
+    serve.add_argument("--port", type=int, help=f"(default: AIP_HTTP_PORT, else {serving.SERVING_PORT})")
+    serve.add_argument("--name", default=serving.MODEL_NAME,
+                       help="the model's name in the routes (default: %(default)s)")
+    serve.add_argument("--top-k", type=int, default=serving.TOP_K,
+                       help="classes per answer (default: %(default)s)")
+    serve.add_argument("--max-request-mb", type=int, default=serving.MAX_REQUEST_MB,
+                       help="larger requests are refused with 413 (default: %(default)s)")
 
     lineage = commands.add_parser("lineage", help="print a local run's artifact graph and draw it")
     lineage.add_argument("run_dir", type=Path, metavar="RUN_DIR",

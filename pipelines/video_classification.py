@@ -33,6 +33,7 @@ from components.download_subset.config import SubsetSpec
 from components.evaluate_model.component import evaluate_model
 from components.extract_frames.component import extract_frames, gather_frames
 from components.extract_frames.config import MAX_FAILED_FRACTION, ClipSpec
+from components.serve_model import config as serving
 from components.serve_model.component import deploy_model, vertex_serving_model
 from components.storage import S3_SECRET_KEYS
 from components.train_model.component import train_model
@@ -115,7 +116,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET, serving_image: str | None = 
         gpu_tolerations: list = [],  # noqa: B006
         deploy: bool = False,
         min_accuracy: float = 0.8,
-        deploy_name: str = "video-classifier",
+        deploy_name: str = serving.MODEL_NAME,
         deploy_namespace: str = "",
     ) -> PipelineOutputs:
         download = place(download_subset(

@@ -4,7 +4,6 @@ kubeflow/pipelines backend/src/apiserver/main.go serves it) and to Vertex AI (up
 PipelineJob it would submit)."""
 
 import json
-import socket
 import tempfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pipelines.cli import main
 from pipelines.targets import DEFAULT_TARGET, SubmitError, Target
 from pipelines.vertex_runner import vertex_job
 from pipelines.video_classification import PIPELINE_NAME, all_tasks, compile_pipeline
+from tests.conftest import free_port
 from tests.loopback import JsonHandler, start
 
 REGISTRY = "europe-docker.pkg.dev/my-project/videoclf"
@@ -112,9 +112,7 @@ def test_a_refused_run_is_a_clear_error(kfp_api):
 
 
 def test_no_server_is_a_clear_error():
-    with socket.socket() as s:  # a port that nothing listens on
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()  # nothing listens on it
     with pytest.raises(SystemExit, match=rf"cannot reach the Kubeflow Pipelines API at http://127.0.0.1:{port}"):
         main(["submit", "--host", f"http://127.0.0.1:{port}", "--registry", REGISTRY])
 

@@ -52,7 +52,9 @@ def vertex_serving_model(
     unmanaged_model: Output[Artifact],
 ):
     """The model folder with the serving image's container spec, for Vertex AI's Model Registry."""
+    from components.serve_model.config import SERVING_PORT
+
     unmanaged_model.uri = model.uri
     unmanaged_model.metadata = {"containerSpec": {
         "imageUri": serving_image, "command": ["videoclf", "serve"], "args": ["--name", name],
-        "healthRoute": "/health", "predictRoute": "/predict", "ports": [{"containerPort": 8080}]}}
+        "healthRoute": "/health", "predictRoute": "/predict", "ports": [{"containerPort": SERVING_PORT}]}}

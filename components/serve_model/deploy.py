@@ -22,11 +22,11 @@ from kserve import (
 )
 from kubernetes import client
 
+from components.serve_model.config import SERVING_PORT
 from components.storage import S3_SECRET_KEYS
 
 log = logging.getLogger(__name__)
 
-SERVING_PORT = 8080
 RESOURCES = {"requests": {"cpu": "1", "memory": "4Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
 BATCHER = V1beta1Batcher(max_batch_size=8, max_latency=100)  # KServe gathers concurrent requests
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from components.extract_frames.config import ClipSpec
+from components.serve_model.config import TOP_K
 from components.storage import filesystem, is_remote
 
 log = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ class Predictor:
         return eval_clips(Path(path), self.sampling)
 
 
-def predict_videos(model_dir: Path, videos: list[Path], top_k: int = 5) -> list[dict]:
+def predict_videos(model_dir: Path, videos: list[Path], top_k: int = TOP_K) -> list[dict]:
     """For each video, ``{"video", "top": [{"class", "probability"}, ...]}`` or ``{"video", "error"}``."""
     predictor = Predictor(model_dir)
     answers = []

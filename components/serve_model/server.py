@@ -35,6 +35,7 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from components.serve_model.config import MAX_REQUEST_MB, MODEL_NAME, SERVING_PORT, TOP_K
 from components.serve_model.predict import Predictor
 
 _argv, sys.argv = sys.argv, sys.argv[:1]  # kserve parses the process's arguments as it is imported
@@ -47,9 +48,6 @@ finally:
     sys.argv = _argv
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PORT = 8080
-MAX_REQUEST_MB = 64
 
 
 def decoded_clips(predictor: Predictor, instance: dict, where: str) -> np.ndarray:
@@ -169,14 +167,14 @@ def add_routes(app: FastAPI, model: VideoClassifier, max_request_bytes: int) -> 
         app.add_api_route(route, vertex_health, methods=["GET"])
 
 
-def serve(model_uri: str | None = None, port: int | None = None, name: str = "video-classifier",
-          top_k: int = 5, max_request_mb: int = MAX_REQUEST_MB) -> None:
+def serve(model_uri: str | None = None, port: int | None = None, name: str = MODEL_NAME,
+          top_k: int = TOP_K, max_request_mb: int = MAX_REQUEST_MB) -> None:
     """Loads the model and serves it until stopped; ``AIP_STORAGE_URI`` and ``AIP_HTTP_PORT``
     stand in for the model and port when they are not given."""
     model_uri = model_uri or os.environ.get("AIP_STORAGE_URI")
     if not model_uri:
         raise ValueError("give the model folder: --model DIR|gs://...|s3://..., or AIP_STORAGE_URI")
-    port = port or int(os.environ.get("AIP_HTTP_PORT", DEFAULT_PORT))
+    port = port or int(os.environ.get("AIP_HTTP_PORT", SERVING_PORT))
     model = VideoClassifier(name, model_uri, top_k)
     model.load()
     add_routes(app, model, max_request_mb << 20)
