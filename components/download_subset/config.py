@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 
 UCF101_URL = "https://storage.googleapis.com/thumos14_files/UCF101_videos.zip"
+UCF101_GROUP_PATTERN = r"_g(\d+)_"  # a video's group in its file name: UCF101's gXX
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,4 +21,4 @@ class SubsetSpec:
     val_per_class: float = 10.0
     test_per_class: float = 10.0
     split_by: str = "auto"  # auto, source, group, file, ucf101-1, ucf101-2, ucf101-3 (splits.py)
-    group_pattern: str = r"_g(\d+)_"  # a video's group in its file name: UCF101's gXX
+    group_pattern: str = UCF101_GROUP_PATTERN  # a video's group in its file name

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from components.common import MANIFEST, check_free_space, require_at_least_one
+from components.download_subset.config import SubsetSpec
 from components.download_subset.sources import (
     SourceError,
     VideoFile,
@@ -35,7 +36,6 @@ from components.storage import Folder, is_remote
 
 log = logging.getLogger(__name__)
 
-UCF101_URL = "https://storage.googleapis.com/thumos14_files/UCF101_videos.zip"
 FETCH_THREADS = 8
 RETRIES = 5  # attempts per read; waits of 0.5, 1, 2 and 4 s between them
 BACKOFF_SECONDS = 0.5
@@ -89,9 +89,10 @@ def read_file(path: str) -> bytes:
 
 
 def download_subset_to(source: str, output_dir: str | Path, num_classes: int, train_per_class: float,
-                       val_per_class: float, test_per_class: float, seed: int, split_by: str = "auto",
-                       classes: str = "", class_names: str = "", group_pattern: str = r"_g(\d+)_",
-                       threads: int = FETCH_THREADS, retries: int = RETRIES) -> dict:
+                       val_per_class: float, test_per_class: float, seed: int,
+                       split_by: str = SubsetSpec.split_by, classes: str = "", class_names: str = "",
+                       group_pattern: str = SubsetSpec.group_pattern, threads: int = FETCH_THREADS,
+                       retries: int = RETRIES) -> dict:
     """Downloads the chosen videos into ``output_dir`` (a folder, or a ``gs://`` or ``s3://``
     prefix); returns its manifest.
 

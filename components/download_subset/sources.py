@@ -35,6 +35,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from components.download_subset.config import UCF101_GROUP_PATTERN
 from components.storage import filesystem, is_remote, open_input
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v")
 LIST_SUFFIXES = (".txt", ".lst", ".csv")
 UCF101_NAME = re.compile(r"^v_(?P<cls>[A-Za-z0-9]+)_g(?P<group>\d+)_c(?P<clip>\d+)\.avi$", re.IGNORECASE)
-UCF101_GROUP_PATTERN = r"_g(\d+)_"
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "dev": "val", "test": "test", "testing": "test"}
 EXAMPLES = 5  # names given as examples in messages and the manifest
