@@ -48,15 +48,14 @@ def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_
 def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     """Loss, top-1 (and top-5) accuracy, averaged and per-class precision, recall and F1, the
     confusion matrix, its most confused pairs, and notes on classes never predicted."""
-    from scipy.special import log_softmax
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
+
+    from components.train_model.train import loss_and_accuracy
 
     predicted = logits.argmax(axis=1)
     indices = list(range(len(classes)))
-    results = {
-        "test_loss": float(-log_softmax(logits, axis=1)[np.arange(len(labels)), labels].mean()),
-        "test_accuracy": float((predicted == labels).mean()),
-    }
+    loss, accuracy = loss_and_accuracy(logits, labels)
+    results = {"test_loss": loss, "test_accuracy": accuracy}
     if len(classes) >= TOP_K:
         results[f"test_top{TOP_K}_accuracy"] = float(
             top_k_accuracy_score(labels, logits, k=TOP_K, labels=indices))

@@ -45,11 +45,6 @@ def eval_clips(path: Path, sampling: dict) -> tuple[np.ndarray | None, dict]:
     return try_extract_video(Path(path), "test", sampling_spec(sampling))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
 class Predictor:
     """A trained model folder (local, or a ``gs://`` or ``s3://`` folder, copied here once),
     loaded once, answering videos and already-sampled clips."""
@@ -73,9 +68,11 @@ class Predictor:
     def probabilities(self, videos_clips: list[np.ndarray]) -> np.ndarray:
         """The class probabilities of each video from its clips, the mean of their logits, in
         one batch for them all."""
+        from components.train_model.train import log_softmax
+
         logits = self.model.predict_on_batch(np.concatenate(videos_clips)).astype(np.float64)
         ends = np.cumsum([len(clips) for clips in videos_clips])
-        return softmax(np.stack([part.mean(axis=0) for part in np.split(logits, ends[:-1])]))
+        return np.exp(log_softmax(np.stack([part.mean(axis=0) for part in np.split(logits, ends[:-1])])))
 
     def top(self, probabilities: np.ndarray, k: int) -> list[dict]:
         """The ``k`` likeliest classes, with their probabilities."""

@@ -138,12 +138,17 @@ class Checkpoints:
             self.folder.delete(name)
 
 
-def val_scores(logits: np.ndarray, labels: np.ndarray) -> dict[str, float]:
-    """The mean cross-entropy and the accuracy of logits."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    return {"val_loss": float(-log_p[np.arange(len(labels)), labels].mean()),
-            "val_accuracy": float((logits.argmax(axis=1) == labels).mean())}
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """The log of the softmax over the last axis, computed stably (no SciPy in the trainer and
+    serving images)."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """The mean cross-entropy and the accuracy of logits: how validation and test videos are scored."""
+    return (float(-log_softmax(logits)[np.arange(len(labels)), labels].mean()),
+            float((logits.argmax(axis=1) == labels).mean()))
 
 
 def should_stop(state: dict, patience: int, warmup_epochs: int) -> bool:
@@ -197,7 +202,8 @@ class EpochEnd(keras.callbacks.Callback):
             self.checkpoints.record_failure(state, message)
             raise TrainingDivergedError(message)
         train_seconds = time.perf_counter() - self.start
-        logs.update(val_scores(*split_logits(self.model, self.frames_dir, "val", self.batch_size)))
+        logs["val_loss"], logs["val_accuracy"] = loss_and_accuracy(
+            *split_logits(self.model, self.frames_dir, "val", self.batch_size))
         state["epoch_seconds"].append(train_seconds)
         kept = record_epoch(state, logs, self.patience, self.warmup_epochs)
         if state["stopped_early"]:
