@@ -410,33 +410,3 @@ def check_report_in_a_browser(report: Path, tmp_path: Path) -> None:
                    capture_output=True, timeout=120, check=True)
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (3000, 1000) and (pixels[..., :3] < 0.5).mean() > 0.01
-
-
-def test_the_readmes_parameter_table_gives_the_pipelines_defaults():
-    """Every pipeline parameter, and no other, is in the README's table, with its default."""
-    import inspect
-
-    from pipelines.video_classification import build_pipeline
-
-    def value(text: str):
-        text = text.strip()
-        if text == "empty":
-            return ""
-        quoted = re.match(r"`([^`]*)`", text)
-        text = quoted.group(1) if quoted else text.split(" (")[0]
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return text
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    table = readme[readme.index("| flag | default | meaning |"):].split("\n\n")[0].splitlines()[2:]
-    documented = {}
-    for row in table:
-        flags_cell, defaults_cell, _ = (cell.strip() for cell in row.strip("|").split(" | ", 2))
-        flags = re.findall(r"`--([a-z-]+)`", flags_cell)
-        defaults = defaults_cell.split(", ") if len(flags) > 1 else [defaults_cell]
-        documented |= {flag.replace("-", "_"): value(text)
-                       for flag, text in zip(flags, defaults, strict=True)}
-    parameters = inspect.signature(build_pipeline().pipeline_func).parameters
-    assert documented == {name: parameter.default for name, parameter in parameters.items()}

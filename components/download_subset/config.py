@@ -1,5 +1,5 @@
 """What the download stage takes, with the tutorial's defaults: the one place they are written
-(the pipeline's parameters and the README's table follow them)."""
+(the pipeline's parameters and docs/parameters.md follow them)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """How clips are sampled from videos and stored, with the tutorial's defaults: the one place they
-are written (the pipeline's parameters, the README's table and prediction follow them)."""
+are written (the pipeline's parameters, docs/parameters.md and prediction follow them)."""
 
 from __future__ import annotations
 

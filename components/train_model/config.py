@@ -1,5 +1,5 @@
 """The settings of a training run, with their defaults: the one place they are written (the
-pipeline's parameters and the README's table follow them). Importable without TensorFlow.
+pipeline's parameters and docs/parameters.md follow them). Importable without TensorFlow.
 
 A recipe is how the network is trained. ``tutorial`` is the tutorial's: Adam at a constant
 1e-4, cross-entropy, no augmentation but flips. ``videoclf`` (the default) is for training from
