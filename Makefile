@@ -15,7 +15,7 @@ endif
 ifdef TAG
 export VIDEOCLF_TAG := $(TAG)
 endif
-image_name = $(shell $(PYTHON) -m components.images name $(1))
+image_name = $(shell $(PYTHON) -m components.images $(2) $(1))
 LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --python-version 3.11 \
 	--python-platform x86_64-manylinux_2_28 --annotation-style line
 
@@ -43,7 +43,8 @@ compile: $(BIN)/videoclf  ## rewrite the reference YAML, pipelines/video_classif
 images: $(addprefix image-,$(IMAGES))  ## build the component images (REGISTRY, TAG)
 
 image-%:
-	$(ENGINE) build --file images/Dockerfile --build-arg IMAGE=$* --tag $(call image_name,$*) .
+	$(ENGINE) build --file images/Dockerfile --build-arg IMAGE=$* --tag $(call image_name,$*,name) \
+		--tag $(call image_name,$*,latest) .
 
 push: images  ## push the images to REGISTRY and record their digests in images/digests.json
 	$(foreach image,$(IMAGES),$(PYTHON) -m components.images push $(image) $(ENGINE) &&) true

@@ -98,6 +98,7 @@ def make_videos(output_dir: Path, videos_per_class: int, clip: Path | None = Non
     """Downloads, with the project's download stage, a UCF101-layout subset of 4 classes into
     ``output_dir/<split>/<class>/*.avi``: synthetic videos of UCF101's size (320 x 240 XVID,
     175 frames), or copies of a real ``clip``."""
+    from components.download_subset.config import SubsetSpec
     from components.download_subset.download import download_subset_to
     from pipelines.demo_data import make_demo_zip
 
@@ -111,7 +112,7 @@ def make_videos(output_dir: Path, videos_per_class: int, clip: Path | None = Non
                 for c in range(CLASSES):
                     for g in range(1, videos_per_class + 1):
                         zf.write(clip, f"UCF101/v_Class{c}_g{g:02d}_c01.avi")
-        download_subset_to(str(archive), output_dir, num_classes=CLASSES,
-                           train_per_class=videos_per_class - 2, val_per_class=1,
-                           test_per_class=1, seed=seed)
+        download_subset_to(SubsetSpec(source_url=str(archive), num_classes=CLASSES,
+                                      train_per_class=videos_per_class - 2, val_per_class=1,
+                                      test_per_class=1, seed=seed), output_dir)
     return Path(output_dir)

@@ -24,12 +24,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from components.download_subset.config import SubsetSpec
 from components.download_subset.download import download_subset_to
 from components.extract_frames.config import ClipSpec
 from components.extract_frames.extract import extract_dataset
 from components.train_model.config import RECIPES, TrainConfig
 from components.train_model.inputs import split_logits
-from components.train_model.train import load_model, train
+from components.train_model.model_folder import load_model
+from components.train_model.train import train
 from pipelines.demo_data import LEVELS, make_demo_zip
 
 
@@ -64,8 +66,8 @@ def motion_set(folder: Path, level: str, train_per_class: int, seed: int) -> Pat
     """The level's clips downloaded and extracted as the pipeline does."""
     archive = make_demo_zip(folder / "motion.zip", groups=30, clips_per_group=4, frames_per_clip=30,
                             seed=seed, level=level)
-    download_subset_to(str(archive), folder / "videos", num_classes=4, train_per_class=train_per_class,
-                       val_per_class=4, test_per_class=30, seed=seed)
+    download_subset_to(SubsetSpec(source_url=str(archive), num_classes=4, train_per_class=train_per_class,
+                                  val_per_class=4, test_per_class=30, seed=seed), folder / "videos")
     extract_dataset(folder / "videos", folder / "frames",
                     ClipSpec(n_frames=8, frame_step=2, height=64, width=64, seed=seed))
     return folder / "frames"

@@ -27,7 +27,7 @@ from baseline import UCF101_FRAME_SIZE, UCF101_FRAMES
 from components.common import write_json
 from components.serve_model.predict import Predictor
 from components.train_model.model import build_model
-from components.train_model.train import CLASSES_FILE, MODEL_FILE, SAMPLING_FILE
+from components.train_model.model_folder import CLASSES_FILE, MODEL_FILE, SAMPLING_FILE
 from pipelines.demo_data import DIRECTIONS, encode_avi, render_clip
 
 CLASSES = 10

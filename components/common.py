@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")  # the splits every stage reads and writes, in this order
 SEED = 42  # the pipeline's one seed: splits, clip starts, shuffling and initialisation
 
 

@@ -3,16 +3,22 @@
 Images are tagged with the commit they are built from (``<commit>-dirty-<hash of the diff>``
 where the files the images hold have uncommitted changes), so a rebuilt image has a new name:
 a cluster pulls it instead of running a stale one, and KFP's cache, keyed on the image, serves
-no result of old code. ``VIDEOCLF_REGISTRY`` and ``VIDEOCLF_TAG`` override the registry and tag. ``make push``
-records the digest of each pushed image in ``images/digests.json``; a pipeline compiled for a
-cluster then names each image by that digest.
+no result of old code. ``VIDEOCLF_REGISTRY`` and ``VIDEOCLF_TAG`` override the registry and tag.
+``make push`` records the digest of each pushed image in ``images/digests.json``; a pipeline
+compiled for a cluster then names each image by that digest.
+
+The pipeline sets each task's image when it is built (``pipelines.video_classification``); a
+component's own ``base_image``, which a single component run on its own uses, is the image's
+``latest`` tag (``make images`` sets both), so importing a component runs no git.
 
     python -m components.images name NAME             # the image's full name (make images tags it)
+    python -m components.images latest NAME           # its latest tag, which make images sets too
     python -m components.images push NAME [ENGINE]    # push it, and record its digest
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -39,6 +45,7 @@ def _git(*args: str) -> str:
                           check=True).stdout
 
 
+@functools.cache
 def source_tag() -> str | None:
     """The commit of this checkout (12 hex digits), with ``-dirty-`` and a hash of the diff when
     tracked files that the images are built from have changed; None outside a git checkout."""
@@ -51,17 +58,22 @@ def source_tag() -> str | None:
 
 
 REGISTRY = os.environ.get("VIDEOCLF_REGISTRY") or LOCAL_REGISTRY
-TAG = os.environ.get("VIDEOCLF_TAG") or source_tag() or "dev"
+LATEST = "latest"
+
+
+def current_tag() -> str:
+    """``VIDEOCLF_TAG``, else this checkout's commit (``source_tag``), else ``dev``."""
+    return os.environ.get("VIDEOCLF_TAG") or source_tag() or "dev"
 
 
 def image(name: str, registry: str | None = None, tag: str | None = None) -> str:
-    """The full name of one component image (by default in REGISTRY, tagged TAG)."""
-    return f"{registry or REGISTRY}/{name}:{tag or TAG}"
+    """The full name of one component image (by default in REGISTRY, tagged ``current_tag()``)."""
+    return f"{registry or REGISTRY}/{name}:{tag or current_tag()}"
 
 
-def name_of(ref: str) -> str:
-    """``registry/path/data:tag`` -> ``data``."""
-    return ref.rsplit("/", 1)[-1].split("@")[0].split(":")[0]
+def latest(name: str) -> str:
+    """The image's ``latest`` tag in REGISTRY: a component's own base image."""
+    return image(name, tag=LATEST)
 
 
 def recorded_digests() -> dict[str, str]:
@@ -89,11 +101,11 @@ def cluster_images(registry: str | None) -> dict[str, str]:
         ref = image(name, registry)
         if ref in digests:
             names[name] = f"{ref}@{digests[ref]}"
-        elif "VIDEOCLF_TAG" not in os.environ and "-dirty-" in TAG:
+        elif "VIDEOCLF_TAG" not in os.environ and "-dirty-" in current_tag():
             raise ImageError(f"{ref}: the working tree has uncommitted changes, so its tag names no "
                              "one build: commit and rebuild, or push the images with make push "
                              f"REGISTRY={registry} (which records each image's digest)")
-        elif "VIDEOCLF_TAG" not in os.environ and TAG == "dev":
+        elif "VIDEOCLF_TAG" not in os.environ and current_tag() == "dev":
             raise ImageError("not a git checkout, so the images have no commit to be named by: set "
                              "VIDEOCLF_TAG to the tag the images were pushed with")
         else:
@@ -124,4 +136,7 @@ def push(name: str, engine: str = "podman") -> str:
 
 if __name__ == "__main__":
     command, name, *rest = sys.argv[1:]
-    print(image(name) if command == "name" else push(name, *rest))
+    if command == "push":
+        print(push(name, *rest))
+    else:
+        print(latest(name) if command == "latest" else image(name))

@@ -3,6 +3,7 @@ submit it to Kubeflow or Vertex AI, show a run's lineage, and predict the action
 with a trained model, or serve it."""
 
 import argparse
+import functools
 import inspect
 import json
 import logging
@@ -10,13 +11,20 @@ import sys
 from pathlib import Path
 
 from components.common import setup_logging
-from components.images import ImageError, cluster_images
+from components.images import ImageError
 from components.serve_model import config as serving
 from pipelines.local_runner import RUNNERS
-from pipelines.targets import DEFAULT_TARGET, PLATFORMS, Target, TargetError
-from pipelines.video_classification import COMPILED_YAML, build_pipeline
+from pipelines.targets import PLATFORMS, Target, TargetError
 
-PIPELINE_PARAMS = inspect.signature(build_pipeline(DEFAULT_TARGET).pipeline_func).parameters
+PIPELINE_COMMANDS = ("compile", "run", "demo", "submit")  # those that build the pipeline
+
+
+@functools.cache
+def pipeline_params() -> dict[str, inspect.Parameter]:
+    """The pipeline's parameters, read off its function (which imports KFP and the components)."""
+    from pipelines.video_classification import build_pipeline
+
+    return dict(inspect.signature(build_pipeline().pipeline_func).parameters)
 
 
 def flag_value(annotation: type):
@@ -43,7 +51,7 @@ def flag_value(annotation: type):
 def add_pipeline_flags(parser: argparse.ArgumentParser, use_defaults: bool) -> None:
     """One flag per pipeline parameter, named after it in kebab case."""
     group = parser.add_argument_group("pipeline parameters")
-    for name, param in PIPELINE_PARAMS.items():
+    for name, param in pipeline_params().items():
         default = param.default if use_defaults else None
         shown = json.dumps(default) if isinstance(default, dict | list | bool) else default
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=flag_value(param.annotation),
@@ -90,22 +98,41 @@ def add_runner_flag(parser: argparse.ArgumentParser) -> None:
                              "through the Docker API of DOCKER_HOST (default: subprocess)")
 
 
-def compile_command(args: argparse.Namespace) -> Path:
+def compile_command(args: argparse.Namespace) -> None:
     """Writes the committed reference YAML, or with ``--target`` one for a cluster."""
-    from pipelines.video_classification import compile_pipeline
+    from components.images import cluster_images
+    from pipelines.video_classification import COMPILED_YAML, compile_pipeline
 
     if args.target is None:
         if args.registry:
             raise TargetError("--registry names the images of a pipeline for a cluster: add --target")
-        return compile_pipeline(args.output or COMPILED_YAML, target_of(args, "kubeflow"))
-    target = target_of(args, args.target)
-    target.check()
-    output = args.output or Path(f"video_classification-{args.target}.yaml")
-    return compile_pipeline(output, target, cluster_images(args.registry))
+        path = compile_pipeline(args.output or COMPILED_YAML, target_of(args, "kubeflow"))
+    else:
+        target = target_of(args, args.target)
+        target.check()
+        output = args.output or Path(f"video_classification-{args.target}.yaml")
+        path = compile_pipeline(output, target, cluster_images(args.registry))
+    logging.getLogger("videoclf").info("wrote %s", path)
 
 
-def submit(args: argparse.Namespace) -> dict:
-    """Submits a run as the ``submit`` flags say; returns its id, URL and final state if waited for."""
+def run_command(args: argparse.Namespace) -> None:
+    from pipelines.local_runner import print_summary, run_local
+
+    print_summary(run_local(pipeline_args(args), args.output, args.runner, args.extract_parts))
+
+
+def demo_command(args: argparse.Namespace) -> None:
+    from pipelines.demo import run_demo
+    from pipelines.local_runner import print_summary
+
+    print_summary(run_demo(args.output, args.runner, args.extract_parts, **pipeline_args(args)))
+
+
+def submit_command(args: argparse.Namespace) -> None:
+    """Submits a run as the ``submit`` flags say; prints its id, URL and final state if waited for."""
+    from components.images import cluster_images
+    from pipelines.local_runner import print_summary
+
     params = pipeline_args(args)
     target = target_of(args, "vertex" if args.vertex else "kubeflow")
     target.check()
@@ -113,49 +140,80 @@ def submit(args: argparse.Namespace) -> dict:
     if args.host:
         from pipelines.kubeflow_runner import submit_kubeflow
 
-        return submit_kubeflow(args.host, params, target, image_names, args.experiment, args.run_name,
-                               not args.no_cache, args.namespace, args.wait, args.timeout)
-    from pipelines.vertex_runner import submit_vertex
+        result = submit_kubeflow(args.host, params, target, image_names, args.experiment, args.run_name,
+                                 not args.no_cache, args.namespace, args.wait, args.timeout)
+    else:
+        from pipelines.vertex_runner import submit_vertex
 
-    return submit_vertex(params, target, image_names, args.project, args.region, args.pipeline_root,
-                         args.run_name, not args.no_cache, args.service_account, args.wait)
+        result = submit_vertex(params, target, image_names, args.project, args.region, args.pipeline_root,
+                               args.run_name, not args.no_cache, args.service_account, args.wait)
+    print_summary(result)
+
+
+def predict_command(args: argparse.Namespace) -> None:
+    from components.serve_model.predict import predict_videos
+
+    answers = predict_videos(args.model, args.videos, args.top_k)
+    for answer in answers:
+        print(json.dumps(answer), flush=True)
+    failed = sum("error" in a for a in answers)
+    if failed:
+        sys.exit(f"videoclf predict: {failed} of {len(answers)} videos could not be read")
+
+
+def serve_command(args: argparse.Namespace) -> None:
+    from components.serve_model.server import serve
+
+    serve(args.model, args.port, args.name, args.top_k, args.max_request_mb)
+
+
+def lineage_command(args: argparse.Namespace) -> None:
+    from pipelines.lineage import lineage_of_run
+
+    text, picture = lineage_of_run(args.run_dir)
+    print(text)
+    logging.getLogger("videoclf").info("drew %s", picture)
 
 
 def pipeline_args(args: argparse.Namespace) -> dict:
     """The pipeline parameters given on the command line (those left unset are dropped)."""
-    return {name: getattr(args, name) for name in PIPELINE_PARAMS
-            if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in pipeline_params() if getattr(args, name) is not None}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(pipeline_flags: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``pipeline_flags`` false leaves out the pipeline parameters' flags,
+    whose reading imports the pipeline (commands that do not build it need none)."""
     parser = argparse.ArgumentParser(prog="videoclf", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     compile_cmd = commands.add_parser(
         "compile", help="write the pipeline's YAML: the committed reference, or one for a cluster")
+    compile_cmd.set_defaults(func=compile_command)
     compile_cmd.add_argument("--target", choices=PLATFORMS,
                              help="compile for this platform, naming the images in --registry "
                                   "(default: the reference YAML the repository keeps, for review)")
     compile_cmd.add_argument("--output", type=Path,
-                             help=f"where to write it (default: {COMPILED_YAML}, or "
+                             help="where to write it (default: the committed "
+                                  "pipelines/video_classification.yaml, or "
                                   "video_classification-<target>.yaml with --target)")
     add_target_flags(compile_cmd, cluster=True)
 
     run = commands.add_parser("run", help="run the whole pipeline locally (kfp.local)")
+    run.set_defaults(func=run_command)
     run.add_argument("--output", type=Path, default=Path("videoclf-runs"),
                      help="the local pipeline root (default: videoclf-runs)")
     add_runner_flag(run)
     add_target_flags(run, cluster=False)
-    add_pipeline_flags(run, use_defaults=True)
 
     demo = commands.add_parser("demo", help="run the pipeline offline on a synthetic dataset")
+    demo.set_defaults(func=demo_command)
     demo.add_argument("--output", type=Path, default=Path("videoclf-demo"),
                       help="the local pipeline root (default: videoclf-demo)")
     add_runner_flag(demo)
     add_target_flags(demo, cluster=False)
-    add_pipeline_flags(demo, use_defaults=False)
 
     submit_cmd = commands.add_parser("submit", help="submit a run to Kubeflow Pipelines or Vertex AI")
+    submit_cmd.set_defaults(func=submit_command)
     target = submit_cmd.add_mutually_exclusive_group(required=True)
     target.add_argument("--host", help="the Kubeflow Pipelines API, e.g. http://localhost:8080")
     target.add_argument("--vertex", action="store_true", help="submit to Vertex AI Pipelines")
@@ -170,9 +228,13 @@ def build_parser() -> argparse.ArgumentParser:
     submit_cmd.add_argument("--wait", action="store_true", help="wait for the run and report its state")
     submit_cmd.add_argument("--timeout", type=float, help="Kubeflow: seconds to wait at most")
     add_target_flags(submit_cmd, cluster=True)
-    add_pipeline_flags(submit_cmd, use_defaults=False)
+    if pipeline_flags:
+        add_pipeline_flags(run, use_defaults=True)
+        add_pipeline_flags(demo, use_defaults=False)
+        add_pipeline_flags(submit_cmd, use_defaults=False)
 
     predict = commands.add_parser("predict", help="the top classes of each video, as JSON lines")
+    predict.set_defaults(func=predict_command)
     predict.add_argument("--model", type=Path, required=True,
                          help="a trained model folder (or the model.keras in it)")
     predict.add_argument("--top-k", type=int, default=serving.TOP_K,
@@ -180,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
 
     serve = commands.add_parser("serve", help="serve a trained model over HTTP (KServe v1 and v2)")
+    serve.set_defaults(func=serve_command)
     serve.add_argument("--model", help="a trained model folder: local, gs:// or s3:// "
                                        "(default: AIP_STORAGE_URI, as Vertex AI sets it)")
     serve.add_argument("--port", type=int, help=f"(default: AIP_HTTP_PORT, else {serving.SERVING_PORT})")
@@ -191,60 +254,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="larger requests are refused with 413 (default: %(default)s)")
 
     lineage = commands.add_parser("lineage", help="print a local run's artifact graph and draw it")
+    lineage.set_defaults(func=lineage_command)
     lineage.add_argument("run_dir", type=Path, metavar="RUN_DIR",
                          help="a run folder, e.g. videoclf-runs/video-action-classification-<time>")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((word for word in argv if not word.startswith("-")), None)
+    parser = build_parser(pipeline_flags=command in PIPELINE_COMMANDS)
     args = parser.parse_args(argv)
     if args.command == "submit" and args.vertex:
         missing = [flag for flag in ("project", "region", "pipeline_root") if not getattr(args, flag)]
         if missing:
             parser.error("--vertex needs " + ", ".join(f"--{f.replace('_', '-')}" for f in missing))
     setup_logging()
-    if args.command == "lineage":
-        from pipelines.lineage import lineage_of_run
-
-        text, picture = lineage_of_run(args.run_dir)
-        print(text)
-        logging.getLogger("videoclf").info("drew %s", picture)
-        return
-    if args.command == "serve":
-        from components.serve_model.server import serve
-
-        serve(args.model, args.port, args.name, args.top_k, args.max_request_mb)
-        return
-    if args.command == "predict":
-        from components.serve_model.predict import predict_videos
-
-        answers = predict_videos(args.model, args.videos, args.top_k)
-        for answer in answers:
-            print(json.dumps(answer), flush=True)
-        failed = sum("error" in a for a in answers)
-        if failed:
-            sys.exit(f"videoclf predict: {failed} of {len(answers)} videos could not be read")
-        return
-    from pipelines.local_runner import print_summary
-
     try:
-        if args.command == "compile":
-            logging.getLogger("videoclf").info("wrote %s", compile_command(args))
-            return
-        if args.command == "submit":
-            summary = submit(args)
-        elif args.command == "run":
-            from pipelines.local_runner import run_local
-
-            summary = run_local(pipeline_args(args), args.output, args.runner, args.extract_parts)
-        else:
-            from pipelines.demo import run_demo
-
-            summary = run_demo(args.output, args.runner, args.extract_parts, **pipeline_args(args))
+        args.func(args)
     except (RuntimeError, TargetError, ImageError) as e:  # a task failed (its log above says why),
         sys.exit(f"videoclf {args.command}: {e}")       # or the target refused a setting
-    print_summary(summary)
 
 
 if __name__ == "__main__":

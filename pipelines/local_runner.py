@@ -3,7 +3,7 @@
 With the ``subprocess`` runner each component runs in a subprocess of this Python, which must have
 the project installed. With the ``docker`` runner each runs in its own image (``make images``)
 through the Docker API that ``DOCKER_HOST`` names: a Docker daemon, or podman's
-(``images/local-engine.sh``). Artifacts land under ``output_dir``; a summary of the run is
+(``.ci/local-engine.sh``). Artifacts land under ``output_dir``; a summary of the run is
 written to ``summary.json``.
 """
 
@@ -62,7 +62,7 @@ def docker_runner() -> Iterator:
         client.ping()
     except docker.errors.DockerException as e:
         raise EngineError(f"no Docker API at {where} ({e}): start Docker, or run "
-                          "images/local-engine.sh and export the DOCKER_HOST it prints") from e
+                          ".ci/local-engine.sh and export the DOCKER_HOST it prints") from e
     missing = [image(name) for name in NAMES if not client.images.list(name=image(name))]
     client.close()
     if missing:

@@ -1,11 +1,13 @@
-"""The KFP pipeline: download -> extract frames -> train (GPU node) -> evaluate.
+"""The KFP pipeline: download -> extract frames -> train (GPU node) -> evaluate -> deploy (if asked).
 
 Defaults are the tutorial's: 10 UCF101 classes, 30/10/10 clips per class, 10 frames every 15th
-frame at 224 x 224, 50 epochs of batch 8 at a learning rate of 1e-4, and its network's width
-and depth. Added: any source (a zip, folder or annotation list), splits by group (no actor and
-scene in two splits) or UCF101's official ones, sampling by time, random flips, mixed precision
-on GPUs, early stopping, and checkpoints that a retried or re-run training resumes. The defaults
-are written once, in the stages' settings (``SubsetSpec``, ``ClipSpec``, ``TrainConfig``).
+frame at 224 x 224, 50 epochs of batch 8, and its network's width and depth; the network is
+trained with the ``videoclf`` recipe (AdamW, warm-up and cosine decay to a peak learning rate
+of 1e-3), or with the tutorial's (Adam at 1e-4) by ``recipe``. Added: any source (a zip, folder
+or annotation list), splits by group (no actor and scene in two splits) or UCF101's official
+ones, sampling by time, random flips, mixed precision on GPUs, early stopping, checkpoints that a
+retried or re-run training resumes, and a deploy gated on the test accuracy. The defaults are
+written once, in the stages' settings (``SubsetSpec``, ``ClipSpec``, ``TrainConfig``).
 
 ``build_pipeline(target)`` fixes what depends on where the pipeline runs (``pipelines.targets``):
 the GPU request (a Kubernetes resource name on Kubeflow, a machine-spec enum on Vertex AI), the
@@ -15,7 +17,7 @@ part and ``gather_frames`` merges them.
 
 Every task has CPU and memory requests equal to its limits (Vertex AI sizes its machine from the
 limits). The training task is retried when its pod fails; a retry after a failure that would
-recur (a diverged loss) ends at once with the same error (``components.train_model.train``).
+recur (a diverged loss) ends at once with the same error (``components.train_model.checkpoints``).
 """
 
 import tempfile
@@ -47,6 +49,8 @@ TRAIN_RETRIES = 3
 # CPU and memory of each task, requested and as its limit.
 RESOURCES = {"download": ("1", "2G"), "extract": ("4", "8G"), "gather": ("1", "2G"),
              "train": ("4", "15G"), "evaluate": ("2", "8G"), "deploy": ("1", "1G")}
+IMAGE_OF = {"download": "data", "extract": "data", "gather": "data", "train": "trainer",
+            "evaluate": "evaluator", "deploy": "serving"}  # the image each stage's task runs
 VERTEX_SERVING_MACHINE = "n1-standard-4"
 SUBSET, CLIPS, TRAIN = SubsetSpec(), ClipSpec(), TrainConfig()
 
@@ -63,14 +67,16 @@ class PipelineOutputs(NamedTuple):
     report: HTML
 
 
-def build_pipeline(target: Target = DEFAULT_TARGET, serving_image: str | None = None):
-    """The pipeline, compiled for ``target``, deploying with ``serving_image`` (by default the
-    serving image's name in ``components.images``)."""
+def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] | None = None):
+    """The pipeline for ``target``, its tasks running ``image_names`` (by default this
+    checkout's images, ``components.images.image``)."""
     target.check()
-    serving_image = serving_image or images.image("serving")
+    image_names = image_names or {name: images.image(name) for name in images.NAMES}
+    serving_image = image_names["serving"]
 
     def place(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
-        """Sets the task's CPU and memory, and its access to s3:// storage."""
+        """Sets the task's image, CPU and memory, and its access to s3:// storage."""
+        task.set_container_image(image_names[IMAGE_OF[stage]])
         cpu, memory = RESOURCES[stage]
         task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
         if target.s3_secret:
@@ -166,7 +172,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET, serving_image: str | None = 
                                    serving_image=serving_image, s3_endpoint=target.s3_endpoint,
                                    s3_secret=target.s3_secret), "deploy")
             else:
-                deploy_on_vertex(train.outputs["model"], deploy_name, serving_image, target)
+                deploy_on_vertex(train.outputs["model"], deploy_name, image_names, target)
 
         return PipelineOutputs(
             model=train.outputs["model"],
@@ -183,7 +189,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET, serving_image: str | None = 
     return video_classification_pipeline
 
 
-def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, serving_image: str,
+def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, image_names: dict[str, str],
                      target: Target) -> None:
     """Uploads the model to Vertex AI's Model Registry (a new version of ``target``'s parent model
     where it names one) and deploys it to an endpoint (``target``'s, else a new one), with
@@ -199,7 +205,8 @@ def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, serving_imag
 
     where = {"project": _placeholders.PROJECT_ID_PLACEHOLDER,
              "location": _placeholders.LOCATION_PLACEHOLDER}
-    container = vertex_serving_model(model=model, name=name, serving_image=serving_image)
+    container = vertex_serving_model(model=model, name=name, serving_image=image_names["serving"])
+    container.set_container_image(image_names["data"])
     parent = {}
     if target.vertex_parent_model:
         parent["parent_model"] = dsl.importer(
@@ -239,12 +246,8 @@ def compile_pipeline(path: Path = COMPILED_YAML, target: Target = DEFAULT_TARGET
     image_names = image_names or reference_images()
     with tempfile.TemporaryDirectory(prefix="videoclf-compile-") as tmp:
         compiled = Path(tmp) / "pipeline.yaml"
-        compiler.Compiler().compile(build_pipeline(target, image_names["serving"]), str(compiled))
+        compiler.Compiler().compile(build_pipeline(target, image_names), str(compiled))
         pipeline_spec, *platform_spec = yaml.safe_load_all(compiled.read_text())
-    for executor in pipeline_spec["deploymentSpec"]["executors"].values():
-        container = executor.get("container", {})  # not Vertex AI's importers and its own components
-        if images.name_of(container.get("image", "")) in images.NAMES:
-            container["image"] = image_names[images.name_of(container["image"])]
     if not enable_caching:
         for task in all_tasks(pipeline_spec):
             task["cachingOptions"] = {"enableCache": False}

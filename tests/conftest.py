@@ -52,11 +52,12 @@ def demo_url(demo_zip) -> str:
 @pytest.fixture(scope="session")
 def videos_dir(demo_url, tmp_path_factory) -> Path:
     """The download stage's output: 4 classes, 4/2/3 clips per class."""
+    from components.download_subset.config import SubsetSpec
     from components.download_subset.download import download_subset_to
 
     out = tmp_path_factory.mktemp("videos")
-    download_subset_to(demo_url, out, num_classes=4, train_per_class=4, val_per_class=2,
-                       test_per_class=3, seed=0)
+    download_subset_to(SubsetSpec(source_url=demo_url, num_classes=4, train_per_class=4, val_per_class=2,
+                                  test_per_class=3, seed=0), out)
     return out
 
 
@@ -121,7 +122,8 @@ def bucket(request, monkeypatch) -> str:
 @pytest.fixture(scope="session")
 def model_dir(frames_dir, tmp_path_factory) -> Path:
     """A model folder trained for one epoch on the tiny frames."""
-    from components.train_model.train import TrainConfig, train
+    from components.train_model.config import TrainConfig
+    from components.train_model.train import train
 
     out = tmp_path_factory.mktemp("model")
     train(frames_dir, out, TrainConfig(epochs=1, batch_size=4, seed=0))

@@ -1,6 +1,6 @@
 """The components in their own images: the images themselves, and the pipeline run in them
 through kfp.local.DockerRunner on the Docker API that DOCKER_HOST names (a Docker daemon, or
-podman's from images/local-engine.sh).
+podman's from .ci/local-engine.sh).
 
 Without an engine or the images (make images) these tests are skipped; where
 VIDEOCLF_REQUIRE_CONTAINERS=1 (CI sets it), that is a failure instead.

@@ -7,15 +7,16 @@ from pathlib import Path
 import pytest
 
 from components.common import MANIFEST
-from components.download_subset.download import SourceError, download_subset_to
+from components.download_subset.config import SubsetSpec
+from components.download_subset.download import FETCH_THREADS, RETRIES, SourceError, download_subset_to
 from components.storage import Folder
 from pipelines.range_server import RangeRequestHandler, serve_directory
 
 
-def download(source, out, **overrides):
-    params = {"num_classes": 4, "train_per_class": 4, "val_per_class": 2, "test_per_class": 3,
-              "seed": 0, **overrides}
-    return download_subset_to(source, out, **params)
+def download(source, out, threads=FETCH_THREADS, retries=RETRIES, **overrides):
+    spec = {"num_classes": 4, "train_per_class": 4, "val_per_class": 2, "test_per_class": 3, "seed": 0,
+            **overrides}
+    return download_subset_to(SubsetSpec(source_url=source, **spec), out, threads, retries)
 
 
 def test_layout_manifest_and_crc(videos_dir, demo_zip):

@@ -69,7 +69,7 @@ def test_each_row_of_the_evaluation_is_its_test_videos_logits_and_label(frames_d
     Example parser, each video's clip reshaped by hand and given to the model."""
     import tensorflow as tf
 
-    from components.train_model.train import load_model
+    from components.train_model.model_folder import load_model
 
     logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=5)
     manifest = json.loads((frames_dir / "manifest.json").read_text())
@@ -106,7 +106,7 @@ def test_evaluation_averages_the_logits_of_evenly_spaced_clips(videos_dir, model
     from components.extract_frames.config import ClipSpec
     from components.extract_frames.extract import extract_dataset
     from components.train_model.inputs import batches
-    from components.train_model.train import load_model
+    from components.train_model.model_folder import load_model
 
     spec = ClipSpec(n_frames=4, frame_step=2, height=32, width=32, clips_per_train_video=2, seed=0,
                     eval_clips_per_video=3)

@@ -277,7 +277,7 @@ def test_end_to_end_local_run(tmp_path, kube_api):
         assert "Confusion matrix" in f.read()
     with open(summary["confusion_matrix"], "rb") as f:
         assert f.read(4) == b"\x89PNG"
-    from components.train_model.train import load_model
+    from components.train_model.model_folder import load_model
 
     model, classes = load_model(Path(summary["model"]).parent)
     assert classes == summary["classes"] and model.output_shape == (None, 4)
@@ -377,21 +377,6 @@ def test_a_failing_task_ends_the_run_with_a_clear_error(tmp_path):
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line.startswith("videoclf run:") and "download-subset" in last_line
     assert not (tmp_path / "summary.json").exists()
-
-
-def test_cli_parses_bool_and_json_flags():
-    from pipelines.cli import build_parser, pipeline_args
-
-    args = build_parser().parse_args(
-        ["run", "--random-flip", "false", "--gpu-node-selector", '{"pool": "gpu"}',
-         "--gpu-tolerations", '[{"key": "nvidia.com/gpu", "operator": "Exists"}]'])
-    params = pipeline_args(args)
-    assert params["random_flip"] is False and params["gpu_node_selector"] == {"pool": "gpu"}
-    assert params["gpu_tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
-    for flag, text in [("--random-flip", "yes"), ("--gpu-tolerations", '{"key": 1}')]:
-        result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", flag, text],
-                                capture_output=True, text=True)
-        assert result.returncode == 2 and f"argument {flag}" in result.stderr
 
 
 def check_report_in_a_browser(report: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 from components.extract_frames.config import ClipSpec
 from components.extract_frames.extract import extract_video
 from components.serve_model.predict import eval_clips, predict_videos
-from components.train_model.train import load_model
+from components.train_model.model_folder import load_model
 from tests.conftest import free_port
 from tests.index_videos import clip_numbers, time_video
 

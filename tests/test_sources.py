@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from components.common import MANIFEST
+from components.download_subset.config import SubsetSpec
 from components.download_subset.download import download_subset_to
 from components.download_subset.sources import SourceError
 from pipelines.range_server import serve_directory
@@ -42,9 +43,9 @@ def class_tree(root: Path, real_clips: dict, splits: bool = False) -> Path:
 
 
 def download(source: str, out: Path, **overrides) -> dict:
-    params = {"num_classes": 0, "train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "seed": 0,
-              **overrides}
-    return download_subset_to(source, out, **params)
+    spec = {"num_classes": 0, "train_per_class": 2, "val_per_class": 1, "test_per_class": 1, "seed": 0,
+            **overrides}
+    return download_subset_to(SubsetSpec(source_url=source, **spec), out)
 
 
 def run(tmp_path: Path, source: str, *args: str) -> dict:

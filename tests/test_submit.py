@@ -58,7 +58,7 @@ def kfp_api():
 @pytest.fixture(autouse=True)
 def committed_images(monkeypatch, tmp_path):
     """Images tagged with a commit, as a clean checkout tags them; no digests recorded."""
-    monkeypatch.setattr(images, "TAG", "0123456789ab")
+    monkeypatch.setattr(images, "source_tag", lambda: "0123456789ab")
     monkeypatch.setattr(images, "DIGESTS", tmp_path / "digests.json")
     monkeypatch.delenv("VIDEOCLF_TAG", raising=False)
     monkeypatch.delenv("VIDEOCLF_REGISTRY", raising=False)
@@ -197,7 +197,7 @@ def test_a_cluster_yaml_needs_a_registry_and_an_immutable_tag(tmp_path, monkeypa
                                              "--registry or set VIDEOCLF_REGISTRY"):
             main(["compile", "--target", "kubeflow", "--output", str(out), *registry])
     assert not out.exists()
-    monkeypatch.setattr(images, "TAG", "0123456789ab-dirty-1a2b3c4d")
+    monkeypatch.setattr(images, "source_tag", lambda: "0123456789ab-dirty-1a2b3c4d")
     with pytest.raises(SystemExit, match="uncommitted changes.*make push"):
         main(["compile", "--target", "vertex", "--output", str(out), "--registry", REGISTRY])
     # make push records each image's digest: the YAML then names that exact build.

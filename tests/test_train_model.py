@@ -11,23 +11,25 @@ import numpy as np
 import pytest
 
 from components.train_model import train as train_module
+from components.train_model.checkpoints import (
+    STATE_FILE,
+    CheckpointMismatchError,
+    Checkpoints,
+    TrainingDivergedError,
+)
 from components.train_model.config import TrainConfig
 from components.train_model.inputs import batches, random_resized_crop, read_records
 from components.train_model.model import Conv2Plus1D, build_model
-from components.train_model.train import (
+from components.train_model.model_folder import (
     CLASSES_FILE,
     HISTORY_FILE,
     MODEL_FILE,
     SAMPLING_FILE,
     SELECTION_FILE,
-    STATE_FILE,
-    CheckpointMismatchError,
-    TrainingDivergedError,
-    chance,
     load_model,
-    record_epoch,
-    train,
 )
+from components.train_model.selection import chance, record_epoch
+from components.train_model.train import train
 
 QUICK = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0)
 DATA = Path(__file__).with_name("data")
@@ -259,7 +261,8 @@ def test_a_run_stopped_early_resumes_with_more_patience(frames_dir, tmp_path, ca
 
 TRAIN_IN_SUBPROCESS = """
 import sys
-from components.train_model.train import TrainConfig, train
+from components.train_model.config import TrainConfig
+from components.train_model.train import train
 train(sys.argv[1], sys.argv[2], TrainConfig(epochs=8, batch_size=4, seed=0, patience=0), sys.argv[3])
 """
 
@@ -302,7 +305,7 @@ def test_a_resumed_run_starts_from_the_weights_and_optimizer_state_it_saved(fram
     resumed run loads from the checkpoint; mixed_float16 (the GPU default, with loss scaling)
     runs on a CPU too."""
     ends, loaded = [], []
-    end_of_epoch, load = train_module.EpochEnd.on_epoch_end, train_module.Checkpoints.load_model
+    end_of_epoch, load = train_module.EpochEnd.on_epoch_end, Checkpoints.load_model
 
     def end_and_snapshot(self, epoch, logs=None):
         end_of_epoch(self, epoch, logs)
@@ -314,7 +317,7 @@ def test_a_resumed_run_starts_from_the_weights_and_optimizer_state_it_saved(fram
         return model
 
     monkeypatch.setattr(train_module.EpochEnd, "on_epoch_end", end_and_snapshot)
-    monkeypatch.setattr(train_module.Checkpoints, "load_model", load_and_snapshot)
+    monkeypatch.setattr(Checkpoints, "load_model", load_and_snapshot)
     config = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0, precision=precision)
     train(frames_dir, tmp_path / "a", config, str(tmp_path / "ckpt"))
     train(frames_dir, tmp_path / "b", TrainConfig(**{**config.__dict__, "epochs": 3}), str(tmp_path / "ckpt"))

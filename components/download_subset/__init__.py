@@ -1,1 +1,1 @@
-"""Stage 1: download a class subset of a UCF101-layout zip with HTTP range reads."""
+"""Stage 1: download the chosen videos of a zip, folder or annotation list, split three ways."""

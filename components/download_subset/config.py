@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from components.common import SEED, SPLITS
+
 UCF101_URL = "https://storage.googleapis.com/thumos14_files/UCF101_videos.zip"
 UCF101_GROUP_PATTERN = r"_g(\d+)_"  # a video's group in its file name: UCF101's gXX
 
@@ -22,3 +24,14 @@ class SubsetSpec:
     test_per_class: float = 10.0
     split_by: str = "auto"  # auto, source, group, file, ucf101-1, ucf101-2, ucf101-3 (splits.py)
     group_pattern: str = UCF101_GROUP_PATTERN  # a video's group in its file name
+    seed: int = SEED  # which videos of a class go to which split
+
+    @property
+    def counts(self) -> dict[str, float]:
+        """Videos per class in each split, by split name."""
+        return dict(zip(SPLITS, (self.train_per_class, self.val_per_class, self.test_per_class), strict=True))
+
+    @property
+    def named_classes(self) -> list[str]:
+        """The classes named in ``classes``."""
+        return [c.strip() for c in self.classes.split(",") if c.strip()]

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TypeVar
 
-from components.common import MANIFEST, check_free_space, require_at_least_one
+from components.common import MANIFEST, SPLITS, check_free_space, require_at_least_one
 from components.download_subset.config import SubsetSpec
 from components.download_subset.sources import (
     SourceError,
@@ -31,7 +31,7 @@ from components.download_subset.sources import (
     by_class,
     list_source,
 )
-from components.download_subset.splits import SPLITS, choose_classes, choose_splits
+from components.download_subset.splits import choose_classes, choose_splits
 from components.storage import Folder, is_remote
 
 log = logging.getLogger(__name__)
@@ -88,35 +88,30 @@ def read_file(path: str) -> bytes:
     return data
 
 
-def download_subset_to(source: str, output_dir: str | Path, num_classes: int, train_per_class: float,
-                       val_per_class: float, test_per_class: float, seed: int,
-                       split_by: str = SubsetSpec.split_by, classes: str = "", class_names: str = "",
-                       group_pattern: str = SubsetSpec.group_pattern, threads: int = FETCH_THREADS,
+def download_subset_to(spec: SubsetSpec, output_dir: str | Path, threads: int = FETCH_THREADS,
                        retries: int = RETRIES) -> dict:
-    """Downloads the chosen videos into ``output_dir`` (a folder, or a ``gs://`` or ``s3://``
-    prefix); returns its manifest.
+    """Downloads the videos ``spec`` chooses into ``output_dir`` (a folder, or a ``gs://`` or
+    ``s3://`` prefix); returns its manifest.
 
-    ``classes`` names classes by comma (else the first ``num_classes``, 0 for all);
-    ``class_names`` is the class-name file of an annotation list with index labels. Files
-    already present and whole are kept, so a re-run resumes; each new file is written
+    Files already present and whole are kept, so a re-run resumes; each new file is written
     atomically. The manifest is written last: its presence marks the output complete.
     """
     from tqdm import tqdm
 
-    counts = dict(zip(SPLITS, (train_per_class, val_per_class, test_per_class), strict=True))
+    source = spec.source_url
     require_at_least_one({"threads": threads, "retries": retries}, SourceError)
     output = Folder(str(output_dir))
     output.delete(MANIFEST)
     log.info("listing %s", source)
-    listing = with_retries(lambda: list_source(source, class_names, group_pattern), f"the source {source}",
-                           retries)
-    named = [c.strip() for c in classes.split(",") if c.strip()]
+    listing = with_retries(lambda: list_source(source, spec.class_names, spec.group_pattern),
+                           f"the source {source}", retries)
+    named = spec.named_classes
     empty = {folder.rsplit("/", 1)[-1] for folder in listing.empty} - set(by_class(listing.videos))
     if set(named) & empty:
         raise SourceError(f"{', '.join(sorted(set(named) & empty))}: no video in {source} "
                           f"(empty: {', '.join(listing.empty)})")
-    chosen_classes = choose_classes(list(by_class(listing.videos)), named, num_classes, source)
-    chosen, split_by = choose_splits(listing.videos, chosen_classes, counts, split_by, seed)
+    chosen_classes = choose_classes(list(by_class(listing.videos)), named, spec.num_classes, source)
+    chosen, split_by = choose_splits(listing.videos, chosen_classes, spec.counts, spec.split_by, spec.seed)
     names, renamed = output_names(chosen)
     log.info("%s: %d classes, %d videos (%s), split by %s, %d threads", listing.layout, len(chosen_classes),
              len(names), ", ".join(f"{s} {len(chosen[s])}" for s in SPLITS), split_by, threads)
@@ -145,7 +140,7 @@ def download_subset_to(source: str, output_dir: str | Path, num_classes: int, tr
             bar.update(futures[future].size or 0)
             bar.set_postfix(files=f"{done}/{len(names)}")
     log.info("fetched %d files, kept %d already there", fetched, len(names) - fetched)
-    manifest = {"source": source, "classes": chosen_classes, "seed": seed, "split_by": split_by,
+    manifest = {"source": source, "classes": chosen_classes, "seed": spec.seed, "split_by": split_by,
                 "counts": {split: len(chosen[split]) for split in SPLITS}, **listing.summary(),
                 "renamed": renamed,
                 "files": [{"path": name, "source": video.path, "split": split, "class": video.class_name,

@@ -27,9 +27,9 @@ import math
 import random
 from collections import defaultdict
 
+from components.common import SPLITS
 from components.download_subset.sources import SourceError, VideoFile, by_class
 
-SPLITS = ("train", "val", "test")
 SPLIT_BY = ("auto", "source", "group", "file", "ucf101-1", "ucf101-2", "ucf101-3")
 UCF101_TEST_GROUPS = {"ucf101-1": range(1, 8), "ucf101-2": range(8, 15), "ucf101-3": range(15, 22)}
 

@@ -7,6 +7,7 @@ recall and F1, per-class precision, recall, F1 and support, and the confusion ma
 written as KFP metrics, a Markdown summary, seaborn heatmaps and a self-contained HTML report.
 """
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -19,6 +20,48 @@ STRIP_CLIPS = 6  # test clips shown in the report (one per class), with true and
 CONFUSED_PAIRS = 5
 
 
+@dataclasses.dataclass
+class Evaluation:
+    """What evaluation writes: the scores, the confusion matrix as a picture, the Markdown
+    summary and the HTML report."""
+
+    results: dict
+    classes: list[str]
+    test_clips: int
+    heatmap: bytes
+    summary: str
+    report: str
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The numbers the pipeline UI shows: the scalars, and each class's precision and recall."""
+        per_class = {f"{score}_{row['class']}": row[score] for row in self.results["per_class"]
+                     for score in ("precision", "recall")}
+        return scalar_metrics(self.results) | per_class
+
+
+def evaluate(model_dir: Path, frames_dir: Path) -> Evaluation:
+    """Scores the model folder's model on the test split of the extracted frames, with notes on
+    classes never predicted and on a kept model whose validation score could be chance."""
+    from components.reports import learning_curves_png
+    from components.train_model.model_folder import HISTORY_FILE, SELECTION_FILE, read
+
+    logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=STRIP_CLIPS)
+    results = score(logits, labels, classes)
+    results["notes"] += selection_note(read(model_dir, SELECTION_FILE))
+    heatmap = heatmap_png(results["confusion_matrix"], classes)
+    figures = {
+        "Confusion matrix": heatmap,
+        "Confusion matrix, normalised by row": heatmap_png(results["confusion_matrix"], classes, True),
+        "Learning curves": learning_curves_png(read(model_dir, HISTORY_FILE)),
+        "Test clips: first, middle and last frames": frame_strip_png(
+            np.stack(list(examples.values())), labels[list(examples)],
+            logits[list(examples)].argmax(axis=1), classes),
+    }
+    return Evaluation(results, classes, len(labels), heatmap, summary_markdown(results),
+                      report_html(results, figures))
+
+
 def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_size: int = 8,
                   examples: int = 0) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray]]:
     """The logits (the mean of each video's evenly spaced clips') and true labels of every video
@@ -26,7 +69,7 @@ def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_
     index, the first of each class."""
     from components.common import read_manifest
     from components.train_model.inputs import batches, split_logits
-    from components.train_model.train import load_model
+    from components.train_model.model_folder import load_model
 
     model, classes = load_model(model_dir)
     manifest = read_manifest(frames_dir)
@@ -50,7 +93,7 @@ def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
     confusion matrix, its most confused pairs, and notes on classes never predicted."""
     from sklearn.metrics import confusion_matrix, precision_recall_fscore_support, top_k_accuracy_score
 
-    from components.train_model.train import loss_and_accuracy
+    from components.train_model.scores import loss_and_accuracy
 
     predicted = logits.argmax(axis=1)
     indices = list(range(len(classes)))

@@ -9,10 +9,10 @@ from typing import List  # noqa: UP035 (KFP reads typing.List in component signa
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Output
 
-from components.images import image
+from components.images import latest
 
 
-@dsl.component(base_image=image("data"), install_kfp_package=False)
+@dsl.component(base_image=latest("data"), install_kfp_package=False)
 def extract_frames(
     videos: Input[Dataset],
     part: int,
@@ -51,7 +51,7 @@ def extract_frames(
                                       Path(frames.path))})
 
 
-@dsl.component(base_image=image("data"), install_kfp_package=False)
+@dsl.component(base_image=latest("data"), install_kfp_package=False)
 def gather_frames(
     parts: Input[List[Dataset]],  # noqa: UP006
     max_failed_fraction: float,

@@ -34,8 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from components.common import MANIFEST, check_free_space, read_manifest, require_at_least_one, write_json
-from components.download_subset.splits import SPLITS
+from components.common import (
+    MANIFEST,
+    SPLITS,
+    check_free_space,
+    read_manifest,
+    require_at_least_one,
+    write_json,
+)
 from components.extract_frames.config import ClipSpec
 from components.extract_frames.video import Video, VideoError, clip_frames, random_starts, spaced_starts, span
 

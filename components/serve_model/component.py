@@ -10,10 +10,10 @@ type: a class of that schema would have to be importable where the component run
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Model, Output
 
-from components.images import image
+from components.images import latest
 
 
-@dsl.component(base_image=image("serving"), install_kfp_package=False)
+@dsl.component(base_image=latest("serving"), install_kfp_package=False)
 def deploy_model(
     model: Input[Model],
     name: str,
@@ -44,7 +44,7 @@ def deploy_model(
                                         {"model": model.uri}, Path(manifest.path))})
 
 
-@dsl.component(base_image=image("data"), install_kfp_package=False)
+@dsl.component(base_image=latest("data"), install_kfp_package=False)
 def vertex_serving_model(
     model: Input[Model],
     name: str,

@@ -50,7 +50,7 @@ class Predictor:
     loaded once, answering videos and already-sampled clips."""
 
     def __init__(self, model_uri: str | Path):
-        from components.train_model.train import SAMPLING_FILE, load_model
+        from components.train_model.model_folder import SAMPLING_FILE, load_model
 
         model_dir = str(model_uri).rstrip("/")
         if is_remote(model_dir):
@@ -68,7 +68,7 @@ class Predictor:
     def probabilities(self, videos_clips: list[np.ndarray]) -> np.ndarray:
         """The class probabilities of each video from its clips, the mean of their logits, in
         one batch for them all."""
-        from components.train_model.train import log_softmax
+        from components.train_model.scores import log_softmax
 
         logits = self.model.predict_on_batch(np.concatenate(videos_clips)).astype(np.float64)
         ends = np.cumsum([len(clips) for clips in videos_clips])

@@ -3,10 +3,10 @@
 from kfp import dsl
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
-from components.images import image
+from components.images import latest
 
 
-@dsl.component(base_image=image("trainer"), install_kfp_package=False)
+@dsl.component(base_image=latest("trainer"), install_kfp_package=False)
 def train_model(
     frames: Input[Dataset],
     epochs: int,
@@ -38,7 +38,8 @@ def train_model(
     from components.common import lineage, setup_logging
     from components.reports import img_tag, learning_curves_png, page
     from components.train_model.config import TrainConfig
-    from components.train_model.train import MODEL_FILE, train
+    from components.train_model.model_folder import MODEL_FILE
+    from components.train_model.train import train
 
     setup_logging()
     if checkpoint_volume and not checkpoint_dir:

@@ -3,72 +3,50 @@
 The recipe (``config.RECIPES``) sets the optimizer, the learning-rate schedule, weight decay,
 label smoothing and augmentation; the tutorial's is one of them. After every epoch the model is
 scored on the validation videos as evaluation scores test videos (the mean logits of each
-video's evenly spaced clips), and the compiled model (weights and optimizer state) and the
-training state (history, the kept epoch, the early-stopping count) go to a checkpoint folder: a
-local path, a mounted PVC, ``gs://`` or ``s3://``. Started again with the same folder, training
-resumes after the last completed epoch. (Keras's BackupAndRestore restores weights and epoch
-only, so the kept model and early stopping would start over; hence this stage's own
-checkpoints.) A failure that would recur with the same settings, a diverged loss, is recorded in
-the state: a retry of the task ends at once with the same error instead of training again.
-
-The kept model is the epoch of the lowest validation loss, the later one of equals: the loss
-moves with every clip's confidence, where accuracy on a few dozen clips jumps by luck. Training
-stops early after ``patience`` epochs past the warm-up without the loss falling by MIN_DELTA.
-``selection.json`` says whether the kept model's validation accuracy could be chance, for that
-many clips and the epochs it was chosen from.
-
-The output model folder holds the kept epoch's ``model.keras`` (it loads back once
-``components.train_model.model`` is imported) and the same as a TensorFlow SavedModel
-(``saved_model/``, ``export.py``), ``classes.json`` (the class of each logit),
-``history.json`` (the metrics of every epoch), ``selection.json`` and ``sampling.json`` (how
-clips were sampled, so that new videos are sampled as test videos were).
+video's evenly spaced clips), the kept epoch and early stopping are decided (``selection``), and
+the epoch is checkpointed (``checkpoints``); started again with the same checkpoint folder,
+training resumes after the last completed epoch. The output is a model folder
+(``model_folder``) holding the kept epoch.
 """
 
 import dataclasses
-import json
 import logging
 import math
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from components.common import MANIFEST, file_sha256, read_manifest, write_json
-from components.storage import Folder
+from components.train_model.checkpoints import Checkpoints, TrainingDivergedError
 from components.train_model.config import RESUMABLE_CHANGES, TrainConfig
 from components.train_model.export import SAVED_MODEL_DIR, export_saved_model
 from components.train_model.inputs import batches, split_logits
-from components.train_model.model import build_model  # also registers the custom layers
+from components.train_model.model import build_model
+from components.train_model.model_folder import (
+    CLASSES_FILE,
+    HISTORY_FILE,
+    MODEL_FILE,
+    SAMPLING_FILE,
+    SAMPLING_KEYS,
+    SELECTION_FILE,
+)
+from components.train_model.scores import loss_and_accuracy
+from components.train_model.selection import (
+    MIN_DELTA,
+    record_epoch,
+    selection_of,
+    should_stop,
+    training_metrics,
+)
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-CLASSES_FILE = "classes.json"
-HISTORY_FILE = "history.json"
-SAMPLING_FILE = "sampling.json"  # how clips were sampled, for prediction on new videos
-# What prediction needs to sample a video as the training videos were: the frame shape, the
-# step in frames or the seconds a clip covers, the training videos' frame rate, and how many
-# evenly spaced clips a test video had.
-SAMPLING_KEYS = ("frame_shape", "frame_step", "clip_seconds", "train_fps", "eval_clips_per_video")
-SELECTION_FILE = "selection.json"  # which epoch was kept, and whether its score could be chance
-STATE_FILE = "state.json"
 DEFAULT_CHECKPOINTS = "checkpoints"  # in the model folder, removed on success, when none is given
-MIN_DELTA = 1e-3  # a fall of the validation loss smaller than this is no progress for early stopping
-CHANCE_LEVEL = 0.05  # a kept accuracy this likely or more under guessing is within noise of chance
-
-
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite."""
-
-
-class CheckpointMismatchError(ValueError):
-    """The checkpoint folder holds a run made with other settings or data."""
 
 
 @dataclasses.dataclass
@@ -84,101 +62,6 @@ def resolve_precision(precision: str, gpus: int) -> str:
     if precision == "auto":
         return "mixed_float16" if gpus else "float32"
     return precision
-
-
-class Checkpoints:
-    """A training run's checkpoints: ``state.json`` and the last and best epochs' models."""
-
-    def __init__(self, uri: str, fingerprint: dict):
-        self.folder = Folder(uri)
-        self.fingerprint = fingerprint
-
-    def load_state(self) -> dict:
-        """The saved training state, or a fresh one. Refuses a run made with other settings, and
-        raises again the failure an earlier attempt with these settings recorded."""
-        text = self.folder.read_text(STATE_FILE)
-        if text is None:
-            return {"fingerprint": self.fingerprint, "epoch": 0, "history": {}, "epoch_seconds": [],
-                    "best_epoch": 0, "best_val_loss": math.inf, "progress_epoch": 0,
-                    "progress_val_loss": math.inf, "last": None, "best": None, "stopped_early": False}
-        state = json.loads(text)
-        saved = state["fingerprint"]
-        changed = sorted(k for k in saved.keys() | self.fingerprint.keys()
-                         if saved.get(k) != self.fingerprint.get(k))
-        if changed:
-            raise CheckpointMismatchError(
-                f"{self.folder.uri} holds a training run with other {', '.join(changed)}: give "
-                f"another checkpoint_dir, or delete that one to start over")
-        if state.get("failure"):
-            raise TrainingDivergedError(f"{state['failure']} (recorded in {self.folder.uri}/{STATE_FILE} "
-                                        "by an earlier attempt with these settings)")
-        return state
-
-    def record_failure(self, state: dict, message: str) -> None:
-        """Records a failure that would recur, beside the last good epoch."""
-        self.folder.write_text(STATE_FILE, json.dumps({**state, "failure": message}, indent=2))
-
-    def load_model(self, name: str) -> keras.Model:
-        with tempfile.TemporaryDirectory() as tmp:
-            self.folder.download(name, Path(tmp) / MODEL_FILE)
-            return keras.models.load_model(Path(tmp) / MODEL_FILE)
-
-    def save(self, model, state: dict, improved: bool) -> None:
-        """Saves the epoch's model (as the best too if it improved), then the state naming them."""
-        stale = {state["last"], state["best"] if improved else None} - {None}
-        with tempfile.TemporaryDirectory() as tmp:
-            model.save(Path(tmp) / MODEL_FILE)
-            state["last"] = f"epoch-{state['epoch']:04d}.keras"
-            self.folder.upload(Path(tmp) / MODEL_FILE, state["last"])
-            if improved:
-                state["best"] = f"best-{state['epoch']:04d}.keras"
-                self.folder.upload(Path(tmp) / MODEL_FILE, state["best"])
-        self.folder.write_text(STATE_FILE, json.dumps(state, indent=2))
-        for name in stale - {state["last"], state["best"]}:
-            self.folder.delete(name)
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """The log of the softmax over the last axis, computed stably (no SciPy in the trainer and
-    serving images)."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
-
-
-def loss_and_accuracy(logits: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """The mean cross-entropy and the accuracy of logits: how validation and test videos are scored."""
-    return (float(-log_softmax(logits)[np.arange(len(labels)), labels].mean()),
-            float((logits.argmax(axis=1) == labels).mean()))
-
-
-def should_stop(state: dict, patience: int, warmup_epochs: int) -> bool:
-    """Whether ``patience`` epochs after the warm-up have passed without progress."""
-    return bool(patience) and state["epoch"] - max(state["progress_epoch"], warmup_epochs) >= patience
-
-
-def record_epoch(state: dict, logs: dict[str, float], patience: int, warmup_epochs: int) -> bool:
-    """Adds an epoch's scores to the state: the kept epoch is that of the lowest validation loss,
-    the later of equals; progress, for early stopping, is a fall of MIN_DELTA or more. Returns
-    whether this epoch is now the kept one."""
-    for key, value in logs.items():
-        state["history"].setdefault(key, []).append(float(value))
-    state["epoch"] += 1
-    kept = logs["val_loss"] <= state["best_val_loss"]
-    if kept:
-        state["best_epoch"], state["best_val_loss"] = state["epoch"], float(logs["val_loss"])
-    if logs["val_loss"] < state["progress_val_loss"] - MIN_DELTA:
-        state["progress_epoch"], state["progress_val_loss"] = state["epoch"], float(logs["val_loss"])
-    state["stopped_early"] = should_stop(state, patience, warmup_epochs)
-    return kept
-
-
-def chance(accuracy: float, clips: int, classes: int, epochs: int) -> dict:
-    """How likely guessing scores ``accuracy`` or more on ``clips`` clips, at best of ``epochs``
-    tries (Bonferroni), and whether that is within noise (CHANCE_LEVEL or more)."""
-    rate, correct = 1 / classes, round(accuracy * clips)
-    tail = sum(math.comb(clips, k) * rate**k * (1 - rate) ** (clips - k) for k in range(correct, clips + 1))
-    p_value = min(1.0, tail * max(1, epochs))
-    return {"chance_accuracy": rate, "p_value": p_value, "within_chance": p_value >= CHANCE_LEVEL}
 
 
 class EpochEnd(keras.callbacks.Callback):
@@ -325,32 +208,3 @@ def fit(frames_dir: Path, manifest: dict, config: TrainConfig, checkpoints: Chec
                   callbacks=callbacks, verbose=2)
     finally:
         keras.mixed_precision.set_global_policy(global_policy)
-
-
-def selection_of(state: dict, manifest: dict) -> dict:
-    """Which epoch was kept, its validation scores, and whether its accuracy could be chance."""
-    epoch, history = state["best_epoch"], state["history"]
-    accuracy, clips = history["val_accuracy"][epoch - 1], manifest["counts"]["val"]
-    return {"monitor": "val_loss", "epoch": epoch, "val_loss": history["val_loss"][epoch - 1],
-            "val_accuracy": accuracy, "val_clips": clips, "epochs_compared": state["epoch"],
-            **chance(accuracy, clips, len(manifest["classes"]), state["epoch"])}
-
-
-def training_metrics(state: dict, selection: dict, train_clips: int) -> dict[str, float]:
-    """The kept model's validation scores and epoch, the epochs run, training throughput, and
-    the last epoch's scores, named as such."""
-    history = state["history"]
-    return {"kept_epoch": selection["epoch"], "kept_val_loss": selection["val_loss"],
-            "kept_val_accuracy": selection["val_accuracy"],
-            "kept_within_chance": int(selection["within_chance"]),
-            "epochs_run": state["epoch"], "stopped_early": int(state["stopped_early"]),
-            "train_clips_per_second": train_clips / statistics.median(state["epoch_seconds"]),
-            **{f"last_epoch_{key}": history[key][-1]
-               for key in ("loss", "accuracy", "val_loss", "val_accuracy")}}
-
-
-def load_model(model_dir: Path):
-    """Loads a trained model folder: the Keras model and its class names."""
-    model_dir = Path(model_dir)
-    model = keras.models.load_model(model_dir / MODEL_FILE)
-    return model, json.loads((model_dir / CLASSES_FILE).read_text())

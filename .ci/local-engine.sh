@@ -3,8 +3,8 @@
 # rootful podman with runc, a python base image built with debootstrap when none can be pulled,
 # and the Docker API on a unix socket for docker-py and kfp.local.DockerRunner.
 #
-#   sudo images/local-engine.sh            # idempotent; prints the DOCKER_HOST to export
-#   sudo images/local-engine.sh stop       # stops the API service it started
+#   sudo .ci/local-engine.sh            # idempotent; prints the DOCKER_HOST to export
+#   sudo .ci/local-engine.sh stop       # stops the API service it started
 #
 # Registry, mirror and certificates come from this machine's own configuration: the Debian
 # mirror from its apt sources, extra CA certificates from /usr/local/share/ca-certificates.
@@ -47,7 +47,7 @@ configure_engine() {
   nproc=$(( nproc < pid_max ? nproc : pid_max ))  # podman caps its own processes at pid_max
   [[ $(stat -fc %T /sys/fs/cgroup) == cgroup2fs && -d /run/systemd/system ]] || cgroup_manager=cgroupfs
   cat >"$CONF.tmp" <<EOF
-# Written by images/local-engine.sh
+# Written by .ci/local-engine.sh
 [containers]
 default_ulimits = ["nofile=$nofile:$nofile", "nproc=$nproc:$nproc"]
 [engine]
