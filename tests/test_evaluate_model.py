@@ -48,7 +48,7 @@ def test_top5_from_five_classes_up():
     assert results["test_top5_accuracy"] == pytest.approx(5 / 6)
 
 
-def test_report_and_summary_hold_numbers_tables_and_figures(real_clips):
+def test_report_and_summary_hold_numbers_tables_and_figures():
     results = score(np.eye(3)[[0, 1, 1, 1]], np.array([0, 1, 2, 1]), CLASSES)
     heatmap = heatmap_png(results["confusion_matrix"], CLASSES)
     normalised = heatmap_png(results["confusion_matrix"], CLASSES, normalize=True)
@@ -117,3 +117,32 @@ def test_evaluation_averages_the_logits_of_evenly_spaced_clips(videos_dir, model
                 for s in range(3)]
     assert np.allclose(averaged, np.mean(per_slot, axis=0), atol=1e-5)
     assert not np.allclose(per_slot[0], per_slot[2])  # the clips differ
+
+
+def test_the_report_opens_in_a_browser_as_a_page_with_its_figures(frames_dir, model_dir, tmp_path):
+    """The report of a trained model, opened in headless Chromium (which .ci/run installs): parsed
+    as HTML with its four figures, and its screenshot is not blank."""
+    import shutil
+    import subprocess
+
+    import matplotlib.image
+
+    from components.evaluate_model.evaluate import evaluate
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH for the browser check of the report")
+    report = tmp_path / "report.html"
+    report.write_text(evaluate(model_dir, frames_dir).report)
+    browser = [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([*browser, "--dump-dom", report.as_uri()], capture_output=True, text=True,
+                         timeout=120).stdout
+    assert "<pre" not in dom, "the browser showed the report as text"
+    assert dom.count('<img alt="') == 4 and dom.count("<h2>") == 7
+    shot = tmp_path / "report.png"
+    subprocess.run([*browser, "--window-size=1000,3000", f"--screenshot={shot}", report.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[:2] == (3000, 1000) and (pixels[..., :3] < 0.5).mean() > 0.01

@@ -3,19 +3,17 @@ local, in a bucket or in a zip over HTTP), the choice of classes, and the splits
 UCF101's official ones."""
 
 import csv
-import json
 import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from components.common import MANIFEST
 from components.download_subset.config import SubsetSpec
 from components.download_subset.download import download_subset_to
 from components.download_subset.sources import SourceError
+from components.extract_frames.config import ClipSpec
+from components.extract_frames.extract import extract_dataset
 from pipelines.range_server import serve_directory
 
 # Two classes of real recordings, in several containers and frame rates.
@@ -24,9 +22,7 @@ CLASSES = {"Archery": ["h264_340x256_28fps_280f.mp4", "h264_340x256_28fps_280f.m
                        "h264_340x256_56fps_560f.mp4"],
            "Other": ["mpeg4_320x240_25fps_164f.avi", "h264_340x256_30fps_32f.mp4",
                      "mpeg4_320x240_25fps_164f.avi", "h264_340x256_30fps_32f.mp4"]}
-TINY_RUN = ["--num-classes", "0", "--train-per-class", "2", "--val-per-class", "1", "--test-per-class", "1",
-            "--n-frames", "4", "--frame-step", "5", "--height", "32", "--width", "32", "--epochs", "1",
-            "--random-flip", "false"]
+TINY_CLIPS = {"n_frames": 4, "frame_step": 5, "height": 32, "width": 32}
 
 
 def class_tree(root: Path, real_clips: dict, splits: bool = False) -> Path:
@@ -48,25 +44,22 @@ def download(source: str, out: Path, **overrides) -> dict:
     return download_subset_to(SubsetSpec(source_url=source, **spec), out)
 
 
-def run(tmp_path: Path, source: str, *args: str) -> dict:
-    """videoclf run on a source, at a tiny size; its summary and download manifest."""
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--output", str(tmp_path / "runs"),
-                             "--source-url", source, *TINY_RUN, *args], capture_output=True, text=True,
-                            timeout=600)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
-    run_dir = Path(summary["run_dir"])
-    frames = json.loads((run_dir / "extract-frames" / "frames" / MANIFEST).read_text())
+def download_and_extract(tmp_path: Path, source: str, **overrides) -> dict:
+    """The download and extraction stages, in-process, on a source at a tiny size: the download
+    manifest, once every video chosen was decoded into clips."""
+    manifest = download(source, tmp_path / "videos-out", **overrides)
+    frames = extract_dataset(tmp_path / "videos-out", tmp_path / "frames", ClipSpec(**TINY_CLIPS))
     assert {v["status"] for v in frames["videos"]} == {"ok"}, frames["videos"]
-    return summary, json.loads((run_dir / "download-subset" / "dataset" / MANIFEST).read_text())
+    assert frames["classes"] == manifest["classes"]
+    return manifest
 
 
-# End to end, each kind of source -------------------------------------------------------------
+# Each kind of source, downloaded and decoded -------------------------------------------------------------
 
 
 def test_a_folder_per_class_of_real_videos_in_several_containers(real_clips, tmp_path):
-    summary, manifest = run(tmp_path, str(class_tree(tmp_path / "videos", real_clips)))
-    assert summary["classes"] == ["Archery", "Other"] and manifest["layout"] == "class-folders"
+    manifest = download_and_extract(tmp_path, str(class_tree(tmp_path / "videos", real_clips)))
+    assert manifest["classes"] == ["Archery", "Other"] and manifest["layout"] == "class-folders"
     assert manifest["ignored"] == {"count": 1, "examples": ["README.txt"]}
     assert manifest["split_by"] == "group" and manifest["counts"] == {"train": 4, "val": 2, "test": 2}
     suffixes = {Path(f["path"]).suffix for f in manifest["files"]}
@@ -78,8 +71,8 @@ def test_split_folders_in_a_bucket_keep_their_splits(real_clips, tmp_path, bucke
 
     local = class_tree(tmp_path / "local", real_clips, splits=True)
     fsspec.filesystem(bucket.split("://")[0]).put(str(local), f"{bucket}/videos", recursive=True)
-    summary, manifest = run(tmp_path, f"{bucket}/videos", "--train-per-class", "0", "--val-per-class", "0",
-                            "--test-per-class", "0")
+    manifest = download_and_extract(tmp_path, f"{bucket}/videos", train_per_class=0, val_per_class=0,
+                                    test_per_class=0)
     assert manifest["layout"] == "split-folders" and manifest["split_by"] == "source"
     for entry in manifest["files"]:  # each video stays in the split its folder gives it
         assert f"/{entry['split']}/" in entry["source"]
@@ -95,8 +88,8 @@ def test_the_official_ucf101_layout_in_a_zip_over_http(real_clips, tmp_path):
                 member = f"UCF-101/{class_name}/v_{class_name}_g{n + 1:02d}_c01{Path(name).suffix}"
                 zf.write(real_clips[name], member)
     with serve_directory(archive.parent) as base_url:
-        summary, manifest = run(tmp_path, f"{base_url}/UCF101.zip")
-    assert manifest["layout"] == "class-folders" and summary["classes"] == ["Archery", "Other"]
+        manifest = download_and_extract(tmp_path, f"{base_url}/UCF101.zip")
+    assert manifest["layout"] == "class-folders" and manifest["classes"] == ["Archery", "Other"]
     assert {f["group"] for f in manifest["files"]} <= {"1", "2", "3", "4", "5"}
 
 
@@ -107,9 +100,9 @@ def test_an_annotation_list_with_index_labels_and_a_class_name_file(real_clips, 
     lines = [f"videos/{p.relative_to(tree).as_posix()} {names.index(p.parent.name) + 1}"
              for p in sorted(tree.rglob("*")) if p.parent != tree]
     (tmp_path / "data" / "train.txt").write_text("\n".join(lines) + "\n")
-    summary, manifest = run(tmp_path, str(tmp_path / "data" / "train.txt"), "--class-names",
-                            str(tmp_path / "data" / "classInd.txt"))
-    assert manifest["layout"] == "list" and summary["classes"] == names
+    manifest = download_and_extract(tmp_path, str(tmp_path / "data" / "train.txt"),
+                                    class_names=str(tmp_path / "data" / "classInd.txt"))
+    assert manifest["layout"] == "list" and manifest["classes"] == names
 
 
 def test_a_csv_with_splits_and_groups(real_clips, tmp_path):
@@ -123,8 +116,8 @@ def test_a_csv_with_splits_and_groups(real_clips, tmp_path):
         writer = csv.DictWriter(f, ["path", "label", "split", "group"])
         writer.writeheader()
         writer.writerows(rows)
-    summary, manifest = run(tmp_path, str(tree / "annotations.csv"), "--train-per-class", "0",
-                            "--classes", "Archery,Other")
+    manifest = download_and_extract(tmp_path, str(tree / "annotations.csv"), train_per_class=0,
+                                    classes="Archery,Other")
     assert manifest["layout"] == "csv" and manifest["split_by"] == "source"
     sources = {(r["path"], r["split"], r["group"]) for r in rows}
     assert {(f["source"].split("/data/")[1], f["split"], f["group"]) for f in manifest["files"]} <= sources

@@ -28,7 +28,7 @@ from components.train_model.model_folder import (
     SELECTION_FILE,
     load_model,
 )
-from components.train_model.selection import chance, record_epoch
+from components.train_model.selection import chance, record_epoch, selection_of, training_metrics
 from components.train_model.train import train
 
 QUICK = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0)
@@ -221,25 +221,26 @@ def test_a_kept_accuracy_within_noise_of_chance_is_named():
     assert not chance(1.0, 16, 4, 20)["within_chance"] and chance(0.25, 120, 4, 1)["within_chance"]
 
 
-def test_a_network_that_cannot_learn_has_its_kept_model_flagged(frames_dir, tmp_path):
-    """Labels shuffled at random: nothing to learn, and the report must say the kept score is
-    within noise of chance."""
-    import shutil
+def test_the_kept_model_is_flagged_when_its_validation_score_could_be_chance():
+    """selection_of on constructed histories, against SciPy's binomial tail: the same kept score
+    is noise as the best of many epochs on a few clips, and not on many; the flag reaches the
+    training metrics."""
+    from scipy.stats import binom
 
-    from components.extract_frames.records import encode, write_shard
+    def kept_after(accuracies: list[float], clips: int) -> dict:
+        state = {**fresh_state(), "epoch_seconds": [1.0] * len(accuracies)}
+        for epoch, accuracy in enumerate(accuracies):  # the loss falls: the last epoch is kept
+            record_epoch(state, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.0 - epoch / 100,
+                                 "val_accuracy": accuracy}, patience=0, warmup_epochs=0)
+        selection = selection_of(state, {"counts": {"val": clips}, "classes": ["a", "b", "c", "d"]})
+        return selection, training_metrics(state, selection, train_clips=16)
 
-    shuffled = tmp_path / "frames"
-    shutil.copytree(frames_dir, shuffled)
-    manifest = json.loads((shuffled / "manifest.json").read_text())
-    rng = np.random.default_rng(0)
-    for group in (g for split in manifest["shards"].values() for g in split):
-        for name in group:
-            records = read_records([str(shuffled / name)], manifest["frame_shape"])
-            clips = [clip.numpy() for clip, _ in records]
-            write_shard(shuffled / name, [encode(c, int(rng.integers(4)), "v") for c in clips])
-    result = train(shuffled, tmp_path / "model", TrainConfig(epochs=3, batch_size=4, seed=0, patience=0))
-    selection = json.loads((tmp_path / "model" / SELECTION_FILE).read_text())
-    assert selection["within_chance"] and result.metrics["kept_within_chance"] == 1
+    lucky, metrics = kept_after([0.25] * 10 + [0.5], clips=16)  # 8 of 16, the best of 11 epochs
+    assert lucky["epoch"] == 11 and lucky["p_value"] == pytest.approx(min(1, 11 * binom.sf(7, 16, 0.25)))
+    assert lucky["within_chance"] and metrics["kept_within_chance"] == 1
+    learned, metrics = kept_after([0.25] * 10 + [0.5], clips=160)  # 80 of 160: far beyond chance
+    assert learned["p_value"] == pytest.approx(11 * binom.sf(79, 160, 0.25))
+    assert not learned["within_chance"] and metrics["kept_within_chance"] == 0
 
 
 def test_a_run_stopped_early_resumes_with_more_patience(frames_dir, tmp_path, caplog):
