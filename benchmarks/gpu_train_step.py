@@ -38,7 +38,9 @@ def measure(precision: str, batch: int, frames: int, size: int, steps: int, repe
     history = model.fit(clips, labels, batch_size=batch, epochs=repeats, shuffle=False, verbose=0)
     seconds = time.perf_counter() - start
     return {"precision": precision, "batch": batch, "clips_per_second": len(clips) * repeats / seconds,
-            "first_epoch_seconds": first_epoch, "final_loss": history.history["loss"][-1]}
+            "clips_timed": len(clips) * repeats, "compute_dtype": model.layers[2].compute_dtype,
+            "logits_dtype": str(model.output.dtype), "first_epoch_seconds": first_epoch,
+            "final_loss": history.history["loss"][-1]}
 
 
 def main() -> None:

@@ -53,7 +53,8 @@ def latencies(call, requests: int) -> dict:
         call()
         times.append(time.perf_counter() - start)
     p50, p95 = np.percentile(times, [50, 95])
-    return {"p50_ms": 1000 * float(p50), "p95_ms": 1000 * float(p95), "per_second": requests / sum(times)}
+    return {"requests": len(times), "p50_ms": 1000 * float(p50), "p95_ms": 1000 * float(p95),
+            "per_second": requests / sum(times)}
 
 
 class Served:

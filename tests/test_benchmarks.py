@@ -1,12 +1,11 @@
 """The benchmark scripts run, at a tiny size, and report what they promise."""
 
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -62,9 +61,11 @@ def test_gpu_train_step_runs_under_the_jax_backend_on_a_cpu():
                            "--precisions", "float32", "mixed_bfloat16", "--steps", "2", "--repeats", "1",
                            KERAS_BACKEND="jax")
     assert report["backend"] == "jax" and report["devices"] == ["cpu:0"]
-    fp32, bf16 = report["results"]
-    assert fp32["precision"] == "float32" and fp32["ratio_to_float32"] is None
-    assert bf16["ratio_to_float32"] == pytest.approx(bf16["clips_per_second"] / fp32["clips_per_second"])
+    fp32, bf16 = report["results"]  # the same clips, computed in each precision, float32 logits
+    assert fp32["clips_timed"] == bf16["clips_timed"] == 2 * 2
+    assert (fp32["compute_dtype"], bf16["compute_dtype"]) == ("float32", "bfloat16")
+    assert fp32["logits_dtype"] == bf16["logits_dtype"] == "float32"
+    assert all(math.isfinite(r["final_loss"]) for r in report["results"])
 
 
 def test_a_long_video_benchmark_reads_the_same_clips_both_ways():
@@ -81,7 +82,6 @@ def test_the_serving_benchmark_times_both_sides_on_the_same_answers(real_clips):
     report = run_benchmark("serve.py", "--requests", "2", "--size", "32", "--clip", str(clip))
     assert report["clip_shape"] == [1, 10, 32, 32, 3]
     assert report["same_top_class"] == {"clip": True, "clip_binary": True, "video": True}
-    for kind in ("clip", "clip_binary", "video"):
+    for kind in ("clip", "clip_binary", "video"):  # both sides answered every request
         row = report["results"][kind]
-        assert row["p50_ratio"] == pytest.approx(row["server"]["p50_ms"] / row["in_process"]["p50_ms"])
-        assert row["server"]["per_second"] > 0 and row["in_process"]["p95_ms"] >= row["in_process"]["p50_ms"]
+        assert row["server"]["requests"] == row["in_process"]["requests"] == 2

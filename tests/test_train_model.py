@@ -94,7 +94,7 @@ def test_training_writes_the_kept_model_and_its_metrics(frames_dir, tmp_path):
 def test_same_seed_same_weights_other_seed_other_weights(frames_dir, tmp_path):
     weights = []
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        train(frames_dir, tmp_path / name, TrainConfig(**{**QUICK.__dict__, "seed": seed}))
+        train(frames_dir, tmp_path / name, TrainConfig(**{**QUICK.__dict__, "seed": seed, "epochs": 1}))
         weights.append(load_model(tmp_path / name)[0].get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
     assert not all(np.array_equal(a, c) for a, c in zip(weights[0], weights[2], strict=True))
@@ -246,25 +246,25 @@ def test_the_kept_model_is_flagged_when_its_validation_score_could_be_chance():
 def test_a_run_stopped_early_resumes_with_more_patience(frames_dir, tmp_path, caplog):
     checkpoint_dir = tmp_path / "ckpt"
     tutorial = {"batch_size": 4, "seed": 0, "recipe": "tutorial"}  # no warm-up: patience counts from epoch 1
-    train(frames_dir, tmp_path / "a", TrainConfig(epochs=2, patience=1, **tutorial), str(checkpoint_dir))
+    train(frames_dir, tmp_path / "a", TrainConfig(epochs=1, patience=1, **tutorial), str(checkpoint_dir))
     state = json.loads((checkpoint_dir / STATE_FILE).read_text())
-    # as if epoch 2 brought no progress and patience 1 stopped the run there
-    state |= {"progress_epoch": 1, "stopped_early": True}
+    # as if epoch 1 brought no progress and patience 1 stopped the run there
+    state |= {"progress_epoch": 0, "stopped_early": True}
     (checkpoint_dir / STATE_FILE).write_text(json.dumps(state))
     caplog.set_level("INFO")
-    same = train(frames_dir, tmp_path / "b", TrainConfig(epochs=4, patience=1, **tutorial),
+    same = train(frames_dir, tmp_path / "b", TrainConfig(epochs=3, patience=1, **tutorial),
                  str(checkpoint_dir))
-    assert same.metrics["epochs_run"] == 2 and "(stopped early): nothing left to train" in caplog.text
-    more = train(frames_dir, tmp_path / "c", TrainConfig(epochs=4, patience=0, **tutorial),
+    assert same.metrics["epochs_run"] == 1 and "(stopped early): nothing left to train" in caplog.text
+    more = train(frames_dir, tmp_path / "c", TrainConfig(epochs=3, patience=0, **tutorial),
                  str(checkpoint_dir))
-    assert more.metrics["epochs_run"] == 4 and "resuming after epoch 2" in caplog.text
+    assert more.metrics["epochs_run"] == 3 and "resuming after epoch 1" in caplog.text
 
 
 TRAIN_IN_SUBPROCESS = """
 import sys
 from components.train_model.config import TrainConfig
 from components.train_model.train import train
-train(sys.argv[1], sys.argv[2], TrainConfig(epochs=8, batch_size=4, seed=0, patience=0), sys.argv[3])
+train(sys.argv[1], sys.argv[2], TrainConfig(epochs=4, batch_size=4, seed=0, patience=0), sys.argv[3])
 """
 
 
@@ -279,17 +279,17 @@ def test_a_killed_training_resumes_and_ends_with_all_epochs(frames_dir, tmp_path
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     killed_after = json.loads(state_file.read_text())["epoch"]
-    assert 1 <= killed_after < 8, "the worker was not killed partway through training"
+    assert 1 <= killed_after < 4, "the worker was not killed partway through training"
     assert not (tmp_path / "model" / MODEL_FILE).exists()
 
     caplog.set_level("INFO")
-    config = TrainConfig(epochs=8, batch_size=4, seed=0, patience=0)
+    config = TrainConfig(epochs=4, batch_size=4, seed=0, patience=0)
     result = train(frames_dir, tmp_path / "model", config, str(checkpoint_dir))
     assert f"resuming after epoch {killed_after}" in caplog.text
-    assert result.metrics["epochs_run"] == 8
-    assert all(len(values) == 8 for values in result.history.values())
+    assert result.metrics["epochs_run"] == 4
+    assert all(len(values) == 4 for values in result.history.values())
     kept = {p.name for p in checkpoint_dir.iterdir()}
-    assert kept == {STATE_FILE, "epoch-0008.keras", f"best-{result.metrics['kept_epoch']:04d}.keras"}
+    assert kept == {STATE_FILE, "epoch-0004.keras", f"best-{result.metrics['kept_epoch']:04d}.keras"}
 
 
 def snapshot(model: keras.Model) -> tuple[list, list, int]:
