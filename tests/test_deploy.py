@@ -330,3 +330,109 @@ def test_the_deploy_component_applies_and_waits(kube_api, tmp_path):
     assert env["AWS_ENDPOINT_URL"] == "http://seaweedfs.kubeflow:9000"
     assert manifest.metadata["url"] == "http://ucf10.team-a.example.com"
     assert manifest.metadata["service"] == "default/ucf10" and manifest.metadata["outcome"] == "created"
+
+
+class VertexApi:
+    """A loopback stand-in for the Vertex AI endpoints REST API (``/v1/{parent}/endpoints``, list
+    with a ``display_name`` filter, create, get, ``:undeployModel``), each long-running operation
+    answered done. As Vertex AI does, undeploying a model that still has traffic is refused
+    (FAILED_PRECONDITION): the endpoint's traffic split must not name it."""
+
+    PARENT = "projects/p/locations/europe-west4"
+
+    def __init__(self):
+        from tests.loopback import JsonHandler, start
+
+        self.endpoints: dict[str, dict] = {}
+        self.requests: list[tuple[str, str]] = []
+        api = self
+
+        class Handler(JsonHandler):
+            def answer(self, method: str) -> None:
+                from urllib.parse import parse_qs, urlparse
+
+                url = urlparse(self.path)
+                body = self.json_body()
+                api.requests.append((method, url.path))
+                collection = f"/v1/{api.PARENT}/endpoints"
+                if method == "GET" and url.path == collection:
+                    wanted = parse_qs(url.query).get("filter", [""])[0]
+                    found = [e for e in api.endpoints.values()
+                             if wanted == f'display_name="{e["displayName"]}"']
+                    return self.reply(200, {"endpoints": found})
+                if method == "POST" and url.path == collection:
+                    name = f"{api.PARENT}/endpoints/{len(api.endpoints) + 1}"
+                    api.endpoints[name] = {"name": name, "displayName": body["displayName"]}
+                    return self.done(name, "Endpoint", api.endpoints[name])
+                name = url.path.removeprefix("/v1/").removesuffix(":undeployModel")
+                endpoint = api.endpoints[name]
+                if method == "GET":
+                    return self.reply(200, endpoint)
+                deployed = body["deployedModelId"]
+                if endpoint.get("trafficSplit", {}).get(deployed, 0) > 0:
+                    return self.reply(400, {"error": {"code": 400, "status": "FAILED_PRECONDITION",
+                                                      "message": f"{deployed} has traffic"}})
+                endpoint["deployedModels"] = [d for d in endpoint["deployedModels"] if d["id"] != deployed]
+                return self.done(name, "UndeployModelResponse", {})
+
+            def done(self, name: str, kind: str, response: dict) -> None:
+                self.reply(200, {"name": f"{name}/operations/1", "done": True, "response": {
+                    "@type": f"type.googleapis.com/google.cloud.aiplatform.v1.{kind}", **response}})
+
+        self.server = start(Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+
+@pytest.fixture
+def vertex_api(monkeypatch):
+    import google.auth
+    from google.auth.credentials import AnonymousCredentials
+
+    monkeypatch.setattr(google.auth, "default", lambda *a, **k: (AnonymousCredentials(), "p"))
+    api = VertexApi()
+    yield api
+    api.server.shutdown()
+    api.server.server_close()
+
+
+def test_every_vertex_deploy_of_a_name_serves_on_one_endpoint(vertex_api):
+    from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint
+
+    from components.serve_model.vertex import vertex_endpoint
+
+    names = []
+    for _ in range(2):
+        endpoint = VertexEndpoint(uri="", metadata={})
+        vertex_endpoint.python_func(name="ucf10", project="p", location="europe-west4", endpoint=endpoint,
+                                    api_endpoint=vertex_api.url)
+        names.append(endpoint.metadata["resourceName"])
+    assert names == [f"{VertexApi.PARENT}/endpoints/1"] * 2 and len(vertex_api.endpoints) == 1
+    assert endpoint.uri == f"https://europe-west4-aiplatform.googleapis.com/v1/{names[0]}"
+    assert [m for m, _ in vertex_api.requests] == ["GET", "POST", "GET"]  # created once, then found
+
+
+def test_the_models_a_vertex_deploy_replaces_are_undeployed(vertex_api):
+    """After ModelDeployOp gave the new version all the traffic, every other deployed model,
+    earlier versions of the same model included, is undeployed; the new one stays."""
+    from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
+
+    from components.serve_model.vertex import undeploy_replaced
+
+    name = f"{VertexApi.PARENT}/endpoints/1"
+    model = f"{VertexApi.PARENT}/models/7"
+    vertex_api.endpoints[name] = {"name": name, "displayName": "ucf10",
+                                  "trafficSplit": {"3": 100, "1": 0, "2": 0},
+                                  "deployedModels": [{"id": "1", "model": f"{VertexApi.PARENT}/models/5",
+                                                      "modelVersionId": "1"},
+                                                     {"id": "2", "model": model, "modelVersionId": "1"},
+                                                     {"id": "3", "model": model, "modelVersionId": "2"}]}
+    endpoint = VertexEndpoint(uri="", metadata={"resourceName": name})
+    new = VertexModel(uri="", metadata={"resourceName": f"{model}@2"})
+    undeployed = undeploy_replaced.python_func(endpoint=endpoint, model=new, api_endpoint=vertex_api.url)
+    assert undeployed == ["1", "2"]
+    assert vertex_api.endpoints[name]["deployedModels"] == [
+        {"id": "3", "model": model, "modelVersionId": "2"}]
+    with pytest.raises(RuntimeError, match="models/7@9 is not deployed on .*endpoints/1: nothing is "
+                                           "undeployed"):
+        undeploy_replaced.python_func(endpoint=endpoint, model=VertexModel(uri="", metadata={
+            "resourceName": f"{model}@9"}), api_endpoint=vertex_api.url)

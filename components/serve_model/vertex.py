@@ -59,7 +59,7 @@ def vertex_endpoint(
     host = api_endpoint or f"{location}-aiplatform.googleapis.com"
     service = aiplatform_v1.EndpointServiceClient(client_options={"api_endpoint": host}, transport="rest")
     parent = f"projects/{project}/locations/{location}"
-    found = list(service.list_endpoints(parent=parent, filter=f'display_name="{name}"'))
+    found = list(service.list_endpoints(request={"parent": parent, "filter": f'display_name="{name}"'}))
     if len(found) > 1:
         raise RuntimeError(f"{len(found)} endpoints in {parent} are named {name!r} "
                            f"({', '.join(e.name for e in found)}): compile with --vertex-endpoint to "
