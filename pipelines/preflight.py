@@ -35,6 +35,7 @@ from urllib.parse import urlparse
 import yaml
 
 from components.launcher_config import CONFIG_MAP, pipeline_root, store_of
+from components.storage import S3_SECRET_KEYS
 from pipelines.targets import Target
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ RBAC_DIR = Path(__file__).with_name("rbac")
 STANDALONE = ("kubeflow", "pipeline-runner")  # the namespace and service account of a standalone install
 MULTI_USER_ACCOUNT = "default-editor"
 DEPLOY_VERBS = ("get", "create", "patch")  # what components/serve_model/deploy.py does
-SECRET_KEYS = ("accesskey", "secretkey")  # pipelines.video_classification's --s3-secret keys
+SECRET_KEYS = tuple(S3_SECRET_KEYS)  # the keys every task reads from --s3-secret
 MARKS = {"ok": "ok", "problem": "PROBLEM", "unknown": "unknown"}
 
 

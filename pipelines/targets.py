@@ -25,12 +25,6 @@ KUBEFLOW_GPU = "nvidia.com/gpu"
 VERTEX_GPU = "NVIDIA_TESLA_T4"
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 CHECKPOINT_MOUNT = "/videoclf-checkpoints"  # where a checkpoint PVC is mounted in the training pod
-# Kubeflow Pipelines' own object store since 2.16.0: the launcher's default endpoint
-# (backend/src/v2/objectstore/config.go, DefaultEndpointInMultiUserMode, 2.16.0 and 2.17.0), a
-# SeaweedFS Service whose port 9000 is its S3 API (manifests/kustomize/third-party/seaweedfs/
-# base/seaweedfs/seaweedfs-service.yaml); 2.15 still had a minio-service alias, 2.16.0 has none.
-KFP_STORE_ENDPOINT = "http://seaweedfs.kubeflow:9000"
-KFP_STORE_SECRET = "mlpipeline-minio-artifact"  # its credentials (keys accesskey, secretkey)
 
 # CPU and memory of each stage's task, requested and as its limit. Every task fits a node of 4
 # vCPUs (n1-standard-4 with a T4, g2-standard-4 with an L4, e2-standard-4), whose allocatable is
@@ -94,7 +88,7 @@ class Target:
     extract_parts: int = 1  # extraction pods; above 1, a ParallelFor and a gather step
     checkpoint_pvc: str = ""  # Kubeflow: an existing PVC the training pod mounts for checkpoints
     s3_secret: str = ""  # Kubeflow: a Secret whose accesskey and secretkey every task gets for s3://
-    s3_endpoint: str = ""  # every task's AWS_ENDPOINT_URL, e.g. KFP_STORE_ENDPOINT
+    s3_endpoint: str = ""  # every task's AWS_ENDPOINT_URL, e.g. Kubeflow's http://seaweedfs.kubeflow:9000
     vertex_parent_model: str = ""  # Vertex AI: a model whose new version a deploy uploads
     vertex_endpoint: str = ""  # Vertex AI: the endpoint a deploy serves on; else the one of its name
     resources: tuple[tuple[str, str, str], ...] = ()  # (stage, cpu, memory) in place of RESOURCES'

@@ -45,8 +45,7 @@ def deploy_model(
     namespace = namespace or own_namespace  # empty: the pipeline's own
     api = deploy.kube_client()
     if s3_endpoint or s3_secret:
-        access_key, secret_key = S3_SECRET_KEYS
-        store = S3Store(s3_endpoint, s3_secret, access_key, secret_key)
+        store = S3Store(s3_endpoint, s3_secret, *S3_SECRET_KEYS)  # the Secret's keys every task reads
     else:
         store = store_of(model.uri, deploy.launcher_config(api, own_namespace))
     if not service_account and namespace == own_namespace:
