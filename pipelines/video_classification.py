@@ -225,6 +225,7 @@ def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, image_names:
              "location": _placeholders.LOCATION_PLACEHOLDER}
     container = vertex_serving_model(model=model, name=name, serving_image=image_names["serving"],
                                      port=serving.SERVING_PORT)
+    ours = [container]  # sized as the deploy stage; GCPC's own tasks keep Vertex AI's default machine
     parent = {}
     if target.vertex_parent_model:
         parent["parent_model"] = dsl.importer(
@@ -237,12 +238,16 @@ def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, image_names:
                                 artifact_class=VertexEndpoint,
                                 metadata={"resourceName": target.vertex_endpoint}).output
     else:
-        endpoint = vertex_endpoint(name=name, **where).outputs["endpoint"]
+        ours.append(vertex_endpoint(name=name, **where))
+        endpoint = ours[-1].outputs["endpoint"]
     deploy = ModelDeployOp(endpoint=endpoint, model=upload.outputs["model"], deployed_model_display_name=name,
                            dedicated_resources_machine_type=VERTEX_SERVING_MACHINE,
                            dedicated_resources_min_replica_count=1, dedicated_resources_max_replica_count=1,
                            traffic_split={"0": 100})
-    undeploy_replaced(endpoint=endpoint, model=upload.outputs["model"]).after(deploy)
+    ours.append(undeploy_replaced(endpoint=endpoint, model=upload.outputs["model"]).after(deploy))
+    cpu, memory = target.resources_of("deploy")
+    for task in ours:
+        task.set_cpu_limit(cpu).set_memory_limit(memory)
 
 
 def vertex_uri(resource_name: str) -> str:

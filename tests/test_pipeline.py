@@ -319,6 +319,9 @@ def test_vertex_uploads_a_new_version_and_deploys_it_behind_the_gate(tmp_path):
     assert undeploy["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "model-upload"
     for op in ("model-upload", "model-deploy", "vertex-serving-model", "undeploy-replaced"):
         assert executors[f"exec-{op}"]["container"]["image"] == _image.GCPC_IMAGE_TAG  # GCPC's, not ours
+    for op in ("vertex-serving-model", "undeploy-replaced"):  # ours are sized as the deploy stage
+        resources = executors[f"exec-{op}"]["container"]["resources"]
+        assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == RESOURCES["deploy"]
     serving_image = tasks["vertex-serving-model"]["inputs"]["parameters"]["serving_image"]["runtimeValue"]
     assert serving_image["constant"] == f"{REGISTRY}/serving:0123456789ab"
 
