@@ -46,8 +46,10 @@ def deploy_model(
     api = deploy.kube_client()
     if s3_endpoint or s3_secret:
         store = S3Store(s3_endpoint, s3_secret, *S3_SECRET_KEYS)  # the Secret's keys every task reads
-    else:
+    elif model.uri.startswith(("minio://", "s3://")):
         store = store_of(model.uri, deploy.launcher_config(api, own_namespace))
+    else:
+        store = None  # gs:// or a local path: the service account's own credentials
     if not service_account and namespace == own_namespace:
         service_account = deploy.own_service_account()
     service = deploy.inference_service(name, namespace, serving_image, deploy.storage_uri(model.uri), store,
