@@ -1,6 +1,6 @@
 """The ``videoclf`` command line: compile the pipeline, run it locally or the offline demo,
-submit it to Kubeflow or Vertex AI, show a run's lineage, and predict the action of videos
-with a trained model, or serve it."""
+submit it to Kubeflow or Vertex AI (after checking what the cluster can run: ``doctor``), show a
+run's lineage, and predict the action of videos with a trained model, or serve it."""
 
 import argparse
 import functools
@@ -14,9 +14,9 @@ from components.common import setup_logging
 from components.images import ImageError
 from components.serve_model import config as serving
 from pipelines.local_runner import RUNNERS
-from pipelines.targets import PLATFORMS, Target, TargetError
+from pipelines.targets import PLATFORMS, RESOURCES, Target, TargetError
 
-PIPELINE_COMMANDS = ("compile", "run", "demo", "submit")  # those that build the pipeline
+PIPELINE_COMMANDS = ("compile", "run", "demo", "submit", "doctor")  # those that build the pipeline
 
 
 @functools.cache
@@ -76,20 +76,36 @@ def add_target_flags(parser: argparse.ArgumentParser, cluster: bool) -> None:
                        help="Kubeflow: a Secret with keys accesskey and secretkey (as Kubeflow's MinIO "
                             "secret has) that every task gets as its AWS credentials for s3://")
     group.add_argument("--s3-endpoint", default="", metavar="URL",
-                       help="every task's AWS_ENDPOINT_URL, for MinIO or another S3-compatible store, "
-                            "e.g. http://minio-service.kubeflow:9000")
+                       help="every task's AWS_ENDPOINT_URL, for an S3-compatible store, e.g. Kubeflow "
+                            "Pipelines' own (2.16 and newer): http://seaweedfs.kubeflow:9000")
     group.add_argument("--vertex-parent-model", default="", metavar="RESOURCE",
                        help="Vertex AI: with --deploy, upload the model as a new version of this model, "
                             "projects/P/locations/L/models/ID (default: a new model)")
     group.add_argument("--vertex-endpoint", default="", metavar="RESOURCE",
                        help="Vertex AI: with --deploy, serve on this endpoint, "
-                            "projects/P/locations/L/endpoints/ID (default: a new endpoint)")
+                            "projects/P/locations/L/endpoints/ID (default: the endpoint named "
+                            "--deploy-name, created the first time)")
+    defaults = ", ".join(f"{stage}={cpu},{memory}" for stage, (cpu, memory) in RESOURCES.items())
+    group.add_argument("--resources", type=stage_resources, action="append", default=[],
+                       metavar="STAGE=CPU,MEMORY",
+                       help=f"a stage's CPU and memory, requested and as its limit; repeat per stage "
+                            f"(default: {defaults})")
+
+
+def stage_resources(text: str) -> tuple[str, str, str]:
+    """``train=3,10Gi`` -> ``("train", "3", "10Gi")``."""
+    stage, _, sizes = text.partition("=")
+    cpu, _, memory = sizes.partition(",")
+    if not (stage and cpu and memory):
+        raise argparse.ArgumentTypeError(f"expected STAGE=CPU,MEMORY, e.g. train=3,10Gi, got {text!r}")
+    return stage, cpu, memory
 
 
 def target_of(args: argparse.Namespace, platform: str) -> Target:
     cluster = {name: getattr(args, name, "") for name in ("checkpoint_pvc", "s3_secret", "s3_endpoint",
                                                           "vertex_parent_model", "vertex_endpoint")}
-    return Target(platform=platform, extract_parts=args.extract_parts, **cluster)
+    return Target(platform=platform, extract_parts=args.extract_parts,
+                  resources=tuple(getattr(args, "resources", ())), **cluster)
 
 
 def add_runner_flag(parser: argparse.ArgumentParser) -> None:
@@ -141,13 +157,59 @@ def submit_command(args: argparse.Namespace) -> None:
         from pipelines.kubeflow_runner import submit_kubeflow
 
         result = submit_kubeflow(args.host, params, target, image_names, args.experiment, args.run_name,
-                                 not args.no_cache, args.namespace, args.wait, args.timeout)
+                                 not args.no_cache, args.namespace, args.wait, args.timeout,
+                                 token=args.token, service_account=args.service_account,
+                                 kube_checks=not args.no_kube_checks)
     else:
         from pipelines.vertex_runner import submit_vertex
 
         result = submit_vertex(params, target, image_names, args.project, args.region, args.pipeline_root,
                                args.run_name, not args.no_cache, args.service_account, args.wait)
     print_summary(result)
+
+
+def doctor_command(args: argparse.Namespace) -> None:
+    """Prints the RBAC the deploy step needs, or runs the preflight's checks and prints each."""
+    from pipelines import preflight
+
+    if args.rbac:
+        import yaml
+
+        namespace = args.namespace or preflight.STANDALONE[0]
+        manifests = preflight.rbac_manifests(namespace, args.service_account or preflight.STANDALONE[1],
+                                             getattr(args, "deploy_namespace", None) or namespace)
+        print(yaml.safe_dump_all(manifests, sort_keys=False), end="")
+        return
+    if not args.host:
+        raise TargetError("videoclf doctor needs --host URL (the Kubeflow Pipelines API), or --rbac")
+    from pipelines.kubeflow_runner import check_cluster
+
+    target = target_of(args, "kubeflow")
+    target.check()
+    params = pipeline_args(args)
+    target.check_params(params)
+    checks = check_cluster(args.host, params, target, args.namespace, args.token, args.service_account,
+                           not args.no_kube_checks)
+    print(preflight.summary(checks))
+    if preflight.problems(checks):
+        sys.exit(f"videoclf doctor: {len(preflight.problems(checks))} of {len(checks)} checks found "
+                 "a problem")
+
+
+def add_kubeflow_access_flags(parser: argparse.ArgumentParser) -> None:
+    """How to reach a Kubeflow Pipelines API, and whom its runs run as."""
+    parser.add_argument("--namespace",
+                        help="Kubeflow: the user namespace of the run (multi-user clusters); for doctor "
+                             "--rbac, that of the service account (default: kubeflow)")
+    parser.add_argument("--token", help="Kubeflow: a bearer token for the API, e.g. $(kubectl create token "
+                                        "default-editor -n NAMESPACE --audience pipelines.kubeflow.org) "
+                                        "(default: the file KF_PIPELINES_SA_TOKEN_PATH names, if set)")
+    parser.add_argument("--service-account",
+                        help="the service account the run uses: on Vertex AI, the one it runs as; on "
+                             "Kubeflow, the one the checks and --rbac are for (default: pipeline-runner, "
+                             "or default-editor on a multi-user cluster)")
+    parser.add_argument("--no-kube-checks", action="store_true",
+                        help="Kubeflow: skip the checks that read the cluster through the kubeconfig")
 
 
 def predict_command(args: argparse.Namespace) -> None:
@@ -218,20 +280,29 @@ def build_parser(pipeline_flags: bool = True) -> argparse.ArgumentParser:
     target.add_argument("--host", help="the Kubeflow Pipelines API, e.g. http://localhost:8080")
     target.add_argument("--vertex", action="store_true", help="submit to Vertex AI Pipelines")
     submit_cmd.add_argument("--experiment", help="Kubeflow: the experiment to file the run under")
-    submit_cmd.add_argument("--namespace", help="Kubeflow: the user namespace (multi-user clusters)")
+    add_kubeflow_access_flags(submit_cmd)
     submit_cmd.add_argument("--project", help="Vertex AI: the Google Cloud project")
     submit_cmd.add_argument("--region", help="Vertex AI: the region, e.g. us-central1")
     submit_cmd.add_argument("--pipeline-root", help="Vertex AI: the gs:// folder for the run's artifacts")
-    submit_cmd.add_argument("--service-account", help="Vertex AI: the service account the run uses")
     submit_cmd.add_argument("--run-name", help="the run's name (default: the pipeline's name and time)")
     submit_cmd.add_argument("--no-cache", action="store_true", help="run every task, reusing no result")
     submit_cmd.add_argument("--wait", action="store_true", help="wait for the run and report its state")
     submit_cmd.add_argument("--timeout", type=float, help="Kubeflow: seconds to wait at most")
     add_target_flags(submit_cmd, cluster=True)
+
+    doctor = commands.add_parser(
+        "doctor", help="check what a Kubeflow cluster can run of this pipeline, or print the RBAC it needs")
+    doctor.set_defaults(func=doctor_command)
+    doctor.add_argument("--host", help="the Kubeflow Pipelines API, e.g. http://localhost:8080")
+    doctor.add_argument("--rbac", action="store_true",
+                        help="print the Role and RoleBinding the deploy step needs (kubectl apply -f -)")
+    add_kubeflow_access_flags(doctor)
+    add_target_flags(doctor, cluster=True)
     if pipeline_flags:
         add_pipeline_flags(run, use_defaults=True)
         add_pipeline_flags(demo, use_defaults=False)
         add_pipeline_flags(submit_cmd, use_defaults=False)
+        add_pipeline_flags(doctor, use_defaults=False)
 
     predict = commands.add_parser("predict", help="the top classes of each video, as JSON lines")
     predict.set_defaults(func=predict_command)

@@ -11,6 +11,8 @@ Kubeflow Pipelines and Vertex AI read the same pipeline spec differently:
 - The Kubernetes platform spec (node selector, tolerations, volumes, secrets) is Kubeflow's
   alone; Vertex AI gets the pipeline spec without it.
 - The backend version: the spec needs features the open-source backend gained over time.
+- Each task's CPU and memory (``RESOURCES``, overridable per stage): requested and as the limit,
+  from which Vertex AI sizes its machine.
 """
 
 from __future__ import annotations
@@ -23,6 +25,22 @@ KUBEFLOW_GPU = "nvidia.com/gpu"
 VERTEX_GPU = "NVIDIA_TESLA_T4"
 GKE_ACCELERATOR_LABEL = "cloud.google.com/gke-accelerator"
 CHECKPOINT_MOUNT = "/videoclf-checkpoints"  # where a checkpoint PVC is mounted in the training pod
+
+# CPU and memory of each stage's task, requested and as its limit. Every task fits a node of 4
+# vCPUs (n1-standard-4 with a T4, g2-standard-4 with an L4, e2-standard-4), whose allocatable is
+# 3.92 CPUs and 12.4 or 13.3 GiB after GKE's reservations (6 % of the first core, 1 % of the
+# second, 0.5 % of the next two; 25 % of the first 4 GiB of memory, 20 % of the next 4, 10 % of
+# the next 8, and a 100 MiB eviction threshold: GKE's "Plan GKE Standard node sizes"), leaving
+# 0.9 CPU and 2.4 GiB for the node's DaemonSets. Argo's wait sidecar requests nothing: KFP's
+# workflow-controller-configmap sets no executor resources (manifests/kustomize/third-party/argo/
+# base/workflow-controller-configmap-patch.yaml, 2.17.0) and Argo then gives it none
+# (workflow/controller/workflowpod.go, newExecContainer, v4.0.5); KFP's launcher init container
+# requests 0.1 CPU (backend/src/v2/compiler/argocompiler/argo.go, launcherResources), which the
+# scheduler counts as the larger of it and the main container, not on top.
+RESOURCES = {"download": ("1", "2Gi"), "extract": ("3", "8Gi"), "gather": ("1", "2Gi"),
+             "train": ("3", "10Gi"), "evaluate": ("2", "8Gi"), "deploy": ("0.5", "1Gi")}
+CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
+MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
 # The oldest Kubeflow Pipelines backend that runs the compiled spec, and why:
 # 2.5.0: node selector and tolerations as JSON parameters, PVC and secret names as parameters
@@ -70,9 +88,10 @@ class Target:
     extract_parts: int = 1  # extraction pods; above 1, a ParallelFor and a gather step
     checkpoint_pvc: str = ""  # Kubeflow: an existing PVC the training pod mounts for checkpoints
     s3_secret: str = ""  # Kubeflow: a Secret whose accesskey and secretkey every task gets for s3://
-    s3_endpoint: str = ""  # every task's AWS_ENDPOINT_URL, e.g. MinIO's service in the cluster
+    s3_endpoint: str = ""  # every task's AWS_ENDPOINT_URL, e.g. Kubeflow's http://seaweedfs.kubeflow:9000
     vertex_parent_model: str = ""  # Vertex AI: a model whose new version a deploy uploads
-    vertex_endpoint: str = ""  # Vertex AI: the endpoint a deploy serves on; else a new one
+    vertex_endpoint: str = ""  # Vertex AI: the endpoint a deploy serves on; else the one of its name
+    resources: tuple[tuple[str, str, str], ...] = ()  # (stage, cpu, memory) in place of RESOURCES'
 
     def check(self) -> None:
         """Raises TargetError naming the setting this platform cannot take."""
@@ -81,10 +100,18 @@ class Target:
         if self.extract_parts < 1:
             raise TargetError(f"extract_parts must be at least 1, got {self.extract_parts}")
         if self.platform == "vertex":
-            for flag, value in (("--checkpoint-pvc", self.checkpoint_pvc), ("--s3-secret", self.s3_secret)):
+            for flag, value in (("--checkpoint-pvc", self.checkpoint_pvc), ("--s3-secret", self.s3_secret),
+                                ("--s3-endpoint", self.s3_endpoint)):
                 if value:
-                    raise TargetError(f"{flag} is for Kubeflow: Vertex AI mounts no PVC or Secret; use "
-                                      "gs:// paths, which the run's service account reads")
+                    raise TargetError(f"{flag} is for Kubeflow: Vertex AI mounts no PVC or Secret and "
+                                      "holds no S3 credentials; use gs:// paths, which the run's service "
+                                      "account reads")
+        for stage, cpu, memory in self.resources:
+            if stage not in RESOURCES:
+                raise TargetError(f"--resources names no stage {stage!r}: one of {', '.join(RESOURCES)}")
+            if not CPU.match(cpu) or not MEMORY.match(memory):
+                raise TargetError(f"--resources {stage}={cpu},{memory}: give CPUs (2, 0.5 or 500m) and "
+                                  "memory (8Gi, 512Mi)")
         for flag, value, kind in (("--vertex-parent-model", self.vertex_parent_model, "models"),
                                   ("--vertex-endpoint", self.vertex_endpoint, "endpoints")):
             if value and self.platform != "vertex":
@@ -107,7 +134,15 @@ class Target:
                     raise TargetError(f"--{name.replace('_', '-')} is for Kubernetes: on Vertex AI the "
                                       "training machine follows --accelerator-type and --accelerator-count")
         checkpoint_dir = params.get("checkpoint_dir", "")
-        kept = ("gs://", "s3://", "/gcs/" if self.platform == "vertex" else "gs://")
+        if self.platform == "vertex":
+            for name in ("checkpoint_dir", "source_url"):
+                if str(params.get(name, "")).startswith("s3://"):
+                    raise TargetError(f"{name} {params[name]!r} is in S3, for which a Vertex AI run has no "
+                                      "credentials: copy it to gs:// (the run's service account reads it)")
+            for name in ("deploy_namespace", "deploy_service_account"):
+                if params.get(name):
+                    raise TargetError(f"--{name.replace('_', '-')} is for Kubeflow's InferenceService")
+        kept = ("gs://", "/gcs/") if self.platform == "vertex" else ("gs://", "s3://")
         on_volume = self.checkpoint_pvc and checkpoint_dir.startswith(f"{CHECKPOINT_MOUNT}/")
         if checkpoint_dir and not checkpoint_dir.startswith(kept) and not on_volume:
             raise TargetError(
@@ -115,6 +150,11 @@ class Target:
                 "pod does not see: give a gs:// or s3:// folder"
                 + (f", or mount a volume with --checkpoint-pvc NAME (checkpoints then go to "
                    f"{CHECKPOINT_MOUNT}/<run id>)" if self.platform == "kubeflow" else ""))
+
+    def resources_of(self, stage: str) -> tuple[str, str]:
+        """The CPU and memory of a stage's task: its ``--resources``, else RESOURCES'."""
+        given = {name: (cpu, memory) for name, cpu, memory in self.resources}
+        return given.get(stage, RESOURCES[stage])
 
     @property
     def default_accelerator(self) -> str:

@@ -16,8 +16,22 @@ Kubernetes settings of the training pod, and the extraction fan-out. With one ex
 part and ``gather_frames`` merges them.
 
 Every task has CPU and memory requests equal to its limits (Vertex AI sizes its machine from the
-limits). The training task is retried when its pod fails; a retry after a failure that would
-recur (a diverged loss) ends at once with the same error (``components.train_model.checkpoints``).
+limits), as the target sets them (``pipelines.targets.RESOURCES``). The training task is retried
+when its main container fails; a retry after a failure that would recur (a diverged loss, a
+checkpoint volume it cannot write) ends at once with the same error. A pod lost with its node is
+not retried: KFP compiles the retry as an Argo ``retryStrategy`` with a limit and a back-off and
+no ``retryPolicy`` (kubeflow/pipelines ``backend/src/v2/compiler/argocompiler/container.go``,
+``getTaskRetryStrategyFromInput``, 2.17.0), so Argo's default ``OnFailure`` applies
+(argo-workflows ``pkg/apis/workflow/v1alpha1/workflow_types.go``, ``RetryPolicyActual``, v4.0.5),
+and a pod that disappears is marked an ``Error`` ("pod deleted", ``workflow/controller/
+operator.go``), which ``OnFailure`` does not retry. Retrying the run resumes it (docs/training.md).
+
+Identical runs are served from KFP's cache, whose key is a task's input values, its input
+artifacts, its image and command, and its PVCs (``backend/src/v2/cacheutils/cache.go``,
+``GenerateCacheKey``): no task gets a per-run value, except training the run's id where a
+checkpoint volume needs a folder per run. The Kubeflow deploy step is never cached: it restores
+the service a run deployed when it has been changed or deleted since, and with an unchanged
+model it only sees it Ready.
 """
 
 import tempfile
@@ -36,7 +50,7 @@ from components.evaluate_model.component import evaluate_model
 from components.extract_frames.component import extract_frames, gather_frames
 from components.extract_frames.config import MAX_FAILED_FRACTION, ClipSpec
 from components.serve_model import config as serving
-from components.serve_model.component import deploy_model, vertex_serving_model
+from components.serve_model.component import deploy_model
 from components.storage import S3_SECRET_KEYS
 from components.train_model.component import train_model
 from components.train_model.config import TrainConfig
@@ -46,9 +60,6 @@ PIPELINE_NAME = "video-action-classification"
 DESCRIPTION = "Action recognition on a UCF101 subset with a (2+1)D ResNet."
 COMPILED_YAML = Path(__file__).with_name("video_classification.yaml")
 TRAIN_RETRIES = 3
-# CPU and memory of each task, requested and as its limit.
-RESOURCES = {"download": ("1", "2G"), "extract": ("4", "8G"), "gather": ("1", "2G"),
-             "train": ("4", "15G"), "evaluate": ("2", "8G"), "deploy": ("1", "1G")}
 IMAGE_OF = {"download": "data", "extract": "data", "gather": "data", "train": "trainer",
             "evaluate": "evaluator", "deploy": "serving"}  # the image each stage's task runs
 VERTEX_SERVING_MACHINE = "n1-standard-4"
@@ -77,7 +88,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
     def place(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
         """Sets the task's image, CPU and memory, and its access to s3:// storage."""
         task.set_container_image(image_names[IMAGE_OF[stage]])
-        cpu, memory = RESOURCES[stage]
+        cpu, memory = target.resources_of(stage)
         task.set_cpu_request(cpu).set_cpu_limit(cpu).set_memory_request(memory).set_memory_limit(memory)
         if target.s3_secret:
             kubernetes.use_secret_as_env(task, target.s3_secret, S3_SECRET_KEYS)
@@ -124,6 +135,8 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
         min_accuracy: float = 0.8,
         deploy_name: str = serving.MODEL_NAME,
         deploy_namespace: str = "",
+        deploy_service_account: str = "",
+        deploy_timeout_seconds: int = serving.READY_TIMEOUT_S,
     ) -> PipelineOutputs:
         download = place(download_subset(
             source_url=source_url, classes=classes, num_classes=num_classes, class_names=class_names,
@@ -153,7 +166,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
             blocks_per_stage=blocks_per_stage, precision=precision, patience=patience,
             checkpoint_dir=checkpoint_dir,
             checkpoint_volume=CHECKPOINT_MOUNT if target.checkpoint_pvc else "",
-            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER), "train")
+            **({"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if target.checkpoint_pvc else {})), "train")
         train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
         train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
         if target.platform == "kubeflow":
@@ -168,9 +181,11 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
         with (dsl.If(deploy == True, name="deploy-asked"),  # noqa: E712 (a condition KFP compiles)
               dsl.If(evaluate.outputs["test_accuracy"] >= min_accuracy, name="accurate-enough")):
             if target.platform == "kubeflow":
-                place(deploy_model(model=train.outputs["model"], name=deploy_name, namespace=deploy_namespace,
-                                   serving_image=serving_image, s3_endpoint=target.s3_endpoint,
-                                   s3_secret=target.s3_secret), "deploy")
+                place(deploy_model(
+                    model=train.outputs["model"], name=deploy_name, namespace=deploy_namespace,
+                    service_account=deploy_service_account, timeout_seconds=deploy_timeout_seconds,
+                    serving_image=serving_image, s3_endpoint=target.s3_endpoint,
+                    s3_secret=target.s3_secret), "deploy").set_caching_options(False)
             else:
                 deploy_on_vertex(train.outputs["model"], deploy_name, image_names, target)
 
@@ -192,21 +207,25 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
 def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, image_names: dict[str, str],
                      target: Target) -> None:
     """Uploads the model to Vertex AI's Model Registry (a new version of ``target``'s parent model
-    where it names one) and deploys it to an endpoint (``target``'s, else a new one), with
-    google-cloud-pipeline-components, served by the serving image."""
+    where it names one), deploys it with all the traffic to ``target``'s endpoint, else to the
+    endpoint named ``name`` (created the first time), and then undeploys the models it replaces,
+    with google-cloud-pipeline-components and ``components.serve_model.vertex``."""
     try:
         from google_cloud_pipeline_components import _placeholders
         from google_cloud_pipeline_components.types.artifact_types import VertexEndpoint, VertexModel
-        from google_cloud_pipeline_components.v1.endpoint import EndpointCreateOp, ModelDeployOp
+        from google_cloud_pipeline_components.v1.endpoint import ModelDeployOp
         from google_cloud_pipeline_components.v1.model import ModelUploadOp
+
+        from components.serve_model.vertex import undeploy_replaced, vertex_endpoint, vertex_serving_model
     except ImportError as e:
         raise TargetError("compiling for Vertex AI needs google-cloud-pipeline-components: "
                           "pip install 'videoclf[vertex]'") from e
 
     where = {"project": _placeholders.PROJECT_ID_PLACEHOLDER,
              "location": _placeholders.LOCATION_PLACEHOLDER}
-    container = vertex_serving_model(model=model, name=name, serving_image=image_names["serving"])
-    container.set_container_image(image_names["data"])
+    container = vertex_serving_model(model=model, name=name, serving_image=image_names["serving"],
+                                     port=serving.SERVING_PORT)
+    ours = [container]  # sized as the deploy stage; GCPC's own tasks keep Vertex AI's default machine
     parent = {}
     if target.vertex_parent_model:
         parent["parent_model"] = dsl.importer(
@@ -219,11 +238,16 @@ def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, image_names:
                                 artifact_class=VertexEndpoint,
                                 metadata={"resourceName": target.vertex_endpoint}).output
     else:
-        endpoint = EndpointCreateOp(display_name=name, **where).outputs["endpoint"]
-    ModelDeployOp(endpoint=endpoint, model=upload.outputs["model"], deployed_model_display_name=name,
-                  dedicated_resources_machine_type=VERTEX_SERVING_MACHINE,
-                  dedicated_resources_min_replica_count=1, dedicated_resources_max_replica_count=1,
-                  traffic_split={"0": 100})
+        ours.append(vertex_endpoint(name=name, **where))
+        endpoint = ours[-1].outputs["endpoint"]
+    deploy = ModelDeployOp(endpoint=endpoint, model=upload.outputs["model"], deployed_model_display_name=name,
+                           dedicated_resources_machine_type=VERTEX_SERVING_MACHINE,
+                           dedicated_resources_min_replica_count=1, dedicated_resources_max_replica_count=1,
+                           traffic_split={"0": 100})
+    ours.append(undeploy_replaced(endpoint=endpoint, model=upload.outputs["model"]).after(deploy))
+    cpu, memory = target.resources_of("deploy")
+    for task in ours:
+        task.set_cpu_limit(cpu).set_memory_limit(memory)
 
 
 def vertex_uri(resource_name: str) -> str:

@@ -1,3 +1,4 @@
+import hashlib
 import json
 import re
 import subprocess
@@ -7,11 +8,13 @@ from pathlib import Path
 import yaml
 
 from components import images
-from pipelines.targets import CHECKPOINT_MOUNT, Target
+from pipelines.targets import CHECKPOINT_MOUNT, RESOURCES, Target
 from pipelines.video_classification import COMPILED_YAML, all_tasks, compile_pipeline
 from tests.conftest import BETTER_THAN_CHANCE, LEARNABLE_DEMO
 
 STAGES = ["download-subset", "extract-frames", "train-model", "evaluate-model"]
+TASK_STAGES = {"download-subset": "download", "extract-frames": "extract", "train-model": "train",
+               "evaluate-model": "evaluate"}
 REGISTRY = "europe-docker.pkg.dev/my-project/videoclf"
 
 
@@ -116,12 +119,135 @@ def test_kubeflow_pods_ask_for_a_kubernetes_gpu_and_limits_on_every_task(tmp_pat
                for executor in spec["deploymentSpec"]["executors"].values())
 
 
+def gke_allocatable(vcpus: int, gib: float) -> tuple[float, float]:
+    """A GKE Standard node's allocatable CPUs and GiB ("Plan GKE Standard node sizes"): CPU less 6 %
+    of the first core, 1 % of the second, 0.5 % of the next two, 0.25 % of the rest; memory less
+    25 % of the first 4 GiB, 20 % of the next 4, 10 % of the next 8, 6 % of the next 112, and a
+    100 MiB eviction threshold."""
+    cpu = vcpus - 0.06 - 0.01 * (vcpus > 1) - 0.005 * min(max(vcpus - 2, 0), 2) - 0.0025 * max(vcpus - 4, 0)
+    reserved = sum(share * max(0.0, min(gib, top) - bottom) for bottom, top, share in
+                   ((0, 4, 0.25), (4, 8, 0.20), (8, 16, 0.10), (16, 128, 0.06)))
+    return cpu, gib - reserved - 100 / 1024
+
+
+def quantity(value: str) -> float:
+    """A Kubernetes CPU or memory quantity in cores or GiB."""
+    units = {"m": 1e-3, "Ki": 2**-20, "Mi": 2**-10, "Gi": 1, "K": 1e3 / 2**30, "M": 1e6 / 2**30,
+             "G": 1e9 / 2**30}
+    number, unit = re.fullmatch(r"([\d.]+)([A-Za-z]*)", value).groups()
+    return float(number) * units.get(unit, 1)
+
+
+@pytest.mark.parametrize(("machine", "vcpus", "gib"), [("n1-standard-4", 4, 15), ("g2-standard-4", 4, 16)])
+def test_every_task_fits_a_four_cpu_gpu_node_with_room_for_its_daemonsets(tmp_path, machine, vcpus, gib):
+    """The pods the KFP driver builds, GPU included, fit the node's allocatable with 0.5 CPU and
+    1 GiB left for the DaemonSets (Argo's wait sidecar and KFP's launcher init container add no
+    request to it: see pipelines/targets.py)."""
+    spec, _ = compiled(tmp_path, Target())
+    cpu, memory = gke_allocatable(vcpus, gib)
+    expected = {"n1-standard-4": (3.92, 12.4), "g2-standard-4": (3.92, 13.3)}  # the figures GKE documents
+    assert (round(cpu, 2), round(memory, 1)) == expected[machine]
+    for task in STAGES:
+        pod = driver_resources(spec, task, {})
+        assert quantity(pod["requests"]["cpu"]) <= cpu - 0.5, (task, pod)
+        assert quantity(pod["requests"]["memory"]) <= memory - 1, (task, pod)
+
+
+def test_a_stages_resources_are_a_compiled_setting(tmp_path):
+    spec, _ = compiled(tmp_path, Target(resources=(("train", "2", "6Gi"), ("evaluate", "1500m", "4Gi"))))
+    assert driver_resources(spec, "train-model", {})["requests"] == {"cpu": "2", "memory": "6Gi"}
+    assert driver_resources(spec, "evaluate-model", {})["limits"] == {"cpu": "1500m", "memory": "4Gi"}
+    extract = driver_resources(spec, "extract-frames", {})["limits"]
+    assert (extract["cpu"], extract["memory"]) == RESOURCES["extract"]
+
+
+# Placeholders that the KFP driver resolves to another value in each run.
+PER_RUN = re.compile(r"\{\{\$\.pipeline_(?:job|task)_[a-z_]+\}\}")
+
+
+def cache_keys(documents: list[dict], run: str) -> dict[str, tuple[bool, str]]:
+    """Each task's caching flag and cache key as the KFP driver forms it for a run whose per-run
+    placeholders resolve to ``run``, modelled on kubeflow/pipelines backend/src/v2/driver/cache.go
+    (getFingerPrint) and backend/src/v2/cacheutils/cache.go (GenerateCacheKey): the input
+    parameters' values, the input artifacts (the same ones when their producer was served from the
+    cache, so its key stands for them), the outputs' names and types, the image, command and
+    arguments, and the PVCs mounted."""
+    spec, platform = documents[0], (documents[1] if len(documents) > 1 else {})
+    kubernetes = platform.get("platforms", {}).get("kubernetes", {})
+    mounts = kubernetes.get("deploymentSpec", {}).get("executors", {})
+    keys = {}
+
+    def dag_keys(dag: dict, outer: dict, path: str) -> None:
+        memo = {}
+
+        def source(given: dict):
+            if "taskOutputArtifact" in given or "taskOutputParameter" in given:
+                output = given.get("taskOutputArtifact") or given["taskOutputParameter"]
+                return [key(output["producerTask"]),
+                        output.get("outputArtifactKey") or output["outputParameterKey"]]
+            if "componentInputArtifact" in given or "componentInputParameter" in given:
+                return outer[given.get("componentInputArtifact") or given["componentInputParameter"]]
+            return PER_RUN.sub(run, json.dumps(given["runtimeValue"]["constant"], sort_keys=True))
+
+        def key(name: str) -> str:
+            if name not in memo:
+                task = dag["tasks"][name]
+                inputs = {f"{kind}:{input_name}": source(given) for kind in ("parameters", "artifacts")
+                          for input_name, given in task.get("inputs", {}).get(kind, {}).items()}
+                component = spec["components"][task["componentRef"]["name"]]
+                if "dag" in component:
+                    dag_inputs = {n.split(":", 1)[1]: v for n, v in inputs.items()}
+                    dag_keys(component["dag"], dag_inputs, f"{path}{name}/")
+                    memo[name] = f"dag {name}"
+                else:
+                    label = component["executorLabel"]
+                    executor = spec["deploymentSpec"]["executors"][label]
+                    pvcs = [m["pvcNameParameter"]["runtimeValue"]["constant"]
+                            for m in mounts.get(label, {}).get("pvcMount", [])]
+                    fingerprint = json.dumps([inputs, component.get("outputDefinitions"), executor, pvcs],
+                                             sort_keys=True)
+                    memo[name] = hashlib.sha256(fingerprint.encode()).hexdigest()
+                    keys[path + name] = (task.get("cachingOptions", {}).get("enableCache", False), memo[name])
+            return memo[name]
+
+        for name in dag["tasks"]:
+            key(name)
+
+    arguments = {name: ["argument", name] for name in spec["root"]["inputDefinitions"]["parameters"]}
+    dag_keys(spec["root"]["dag"], arguments, "")
+    return keys
+
+
+@pytest.mark.parametrize("target", [Target(), Target("vertex")], ids=["kubeflow", "vertex"])
+def test_an_identical_rerun_is_served_from_the_cache(tmp_path, target):
+    """Compiled twice and keyed for two runs, every cached task has the same key: an identical
+    re-run trains, evaluates and uploads nothing again. On Kubeflow the deploy step alone is not
+    cached (it restores and checks the service)."""
+    first = cache_keys(compiled(tmp_path, target), run="run-a")
+    second = cache_keys(compiled(tmp_path, target), run="run-b")
+    assert first.keys() == second.keys()
+    uncached = {task for task, (cached, _) in first.items() if not cached}
+    assert uncached == ({"condition-1/condition-2/deploy-model"} if target.platform == "kubeflow" else set())
+    assert {task: key for task, (cached, key) in first.items() if cached} == \
+        {task: key for task, (cached, key) in second.items() if cached}
+
+
+def test_only_a_checkpoint_volume_gives_training_the_runs_id(tmp_path):
+    """With a checkpoint PVC, training's checkpoints go to a folder of the run, so its key (and
+    those downstream of it) changes with the run; the stages before it are still cached."""
+    target = Target(checkpoint_pvc="videoclf-checkpoints")
+    first, second = (cache_keys(compiled(tmp_path, target), run=run) for run in ("run-a", "run-b"))
+    changed = {task for task in first if first[task] != second[task]}
+    assert changed == {"train-model", "evaluate-model", "condition-1/condition-2/deploy-model"}
+
+
 def test_vertex_gets_the_machine_spec_enum_and_no_kubernetes_spec(tmp_path):
     [spec] = compiled(tmp_path, Target("vertex"))
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert params["accelerator_type"]["defaultValue"] == "NVIDIA_TESLA_T4"
-    train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["resources"]
-    assert (train["resourceCpuLimit"], train["resourceMemoryLimit"]) == ("4", "15G")  # Vertex sizes by these
+    for task, stage in TASK_STAGES.items():  # Vertex AI sizes its machine by the limits
+        resources = spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]["resources"]
+        assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == RESOURCES[stage]
     assert "platforms" not in spec
 
 
@@ -151,41 +277,55 @@ def test_kubeflow_deploys_a_kserve_service_behind_the_gate(tmp_path):
 
 def test_vertex_uploads_a_new_version_and_deploys_it_behind_the_gate(tmp_path):
     """On Vertex AI, Google Cloud Pipeline Components upload the model as a version of the parent
-    model and deploy it to the endpoint; the upload request carries the serving image's
+    model, typed as the UnmanagedContainerModel its upload takes, deploy it to the endpoint, and
+    the models it replaces are undeployed after; the upload request carries the serving image's
     container spec, as GCPC's own launcher builds it from the artifact."""
+    from google_cloud_pipeline_components import _image
     from google_cloud_pipeline_components.container.v1.model.upload_model.remote_runner import (
         append_unmanaged_model_artifact_into_payload,
     )
-    from kfp.dsl import Artifact, Model
+    from google_cloud_pipeline_components.types.artifact_types import UnmanagedContainerModel
+    from kfp.dsl import Model
 
-    from components.serve_model.component import vertex_serving_model
+    from components.serve_model.vertex import vertex_serving_model
 
     parent = "projects/p/locations/europe-west4/models/123"
     endpoint = "projects/p/locations/europe-west4/endpoints/456"
     [spec] = compiled(tmp_path, Target("vertex", vertex_parent_model=parent, vertex_endpoint=endpoint))
     conditions, tasks = deploy_gate(spec)
     assert conditions == GATE
-    assert sorted(tasks) == ["importer", "importer-2", "model-deploy", "model-upload", "vertex-serving-model"]
+    assert sorted(tasks) == ["importer", "importer-2", "model-deploy", "model-upload", "undeploy-replaced",
+                             "vertex-serving-model"]
     executors = spec["deploymentSpec"]["executors"]
 
     def imported(task: dict, name: str) -> str:
         producer = task["inputs"]["artifacts"][name]["taskOutputArtifact"]["producerTask"]
         return executors[f"exec-{producer}"]["importer"]["metadata"]["resourceName"]
 
-    upload, deploy = tasks["model-upload"], tasks["model-deploy"]
+    upload, deploy, undeploy = tasks["model-upload"], tasks["model-deploy"], tasks["undeploy-replaced"]
     assert imported(upload, "parent_model") == parent and imported(deploy, "endpoint") == endpoint
     assert upload["inputs"]["artifacts"]["unmanaged_container_model"]["taskOutputArtifact"] == {
         "outputArtifactKey": "unmanaged_model", "producerTask": "vertex-serving-model"}
+    serving_outputs = spec["components"]["comp-vertex-serving-model"]["outputDefinitions"]["artifacts"]
+    assert serving_outputs["unmanaged_model"]["artifactType"]["schemaTitle"] == \
+        "google.UnmanagedContainerModel"
     assert deploy["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "model-upload"
-    for op in ("model-upload", "model-deploy"):  # GCPC's own image, not one of ours
-        assert executors[f"exec-{op}"]["container"]["image"].startswith(
-            "gcr.io/ml-pipeline/google-cloud-pipeline-components:")
+    assert deploy["inputs"]["parameters"]["traffic_split"]["runtimeValue"]["constant"] == {"0": 100}
+    assert "model-deploy" in undeploy["dependentTasks"]  # once the new model serves
+    assert imported(undeploy, "endpoint") == endpoint
+    assert undeploy["inputs"]["artifacts"]["model"]["taskOutputArtifact"]["producerTask"] == "model-upload"
+    for op in ("model-upload", "model-deploy", "vertex-serving-model", "undeploy-replaced"):
+        assert executors[f"exec-{op}"]["container"]["image"] == _image.GCPC_IMAGE_TAG  # GCPC's, not ours
+    for op in ("vertex-serving-model", "undeploy-replaced"):  # ours are sized as the deploy stage
+        resources = executors[f"exec-{op}"]["container"]["resources"]
+        assert (resources["resourceCpuLimit"], resources["resourceMemoryLimit"]) == RESOURCES["deploy"]
     serving_image = tasks["vertex-serving-model"]["inputs"]["parameters"]["serving_image"]["runtimeValue"]
     assert serving_image["constant"] == f"{REGISTRY}/serving:0123456789ab"
 
-    unmanaged = Artifact(uri="", metadata={})
+    unmanaged = UnmanagedContainerModel(uri="", metadata={})
     vertex_serving_model.python_func(model=Model(uri="gs://bucket/root/train-model/model"), name="ucf10",
-                                     serving_image=serving_image["constant"], unmanaged_model=unmanaged)
+                                     serving_image=serving_image["constant"], port=8080,
+                                     unmanaged_model=unmanaged)
     executor_input = {"inputs": {"artifacts": {"unmanaged_container_model": {"artifacts": [
         {"uri": unmanaged.uri, "metadata": unmanaged.metadata}]}}}}
     request = append_unmanaged_model_artifact_into_payload(json.dumps(executor_input), {})
@@ -196,9 +336,12 @@ def test_vertex_uploads_a_new_version_and_deploys_it_behind_the_gate(tmp_path):
     assert (container["health_route"], container["predict_route"]) == ("/health", "/predict")
     assert container["ports"] == [{"container_port": 8080}]
 
-    [spec] = compiled(tmp_path, Target("vertex"))  # no endpoint given: a new one
+    [spec] = compiled(tmp_path, Target("vertex"))  # no endpoint given: the one of the deploy's name
     _, tasks = deploy_gate(spec)
-    assert sorted(tasks) == ["endpoint-create", "model-deploy", "model-upload", "vertex-serving-model"]
+    assert sorted(tasks) == ["model-deploy", "model-upload", "undeploy-replaced", "vertex-endpoint",
+                             "vertex-serving-model"]
+    assert tasks["vertex-endpoint"]["inputs"]["parameters"]["name"]["componentInputParameter"] == \
+        "pipelinechannel--deploy_name"
     assert "parent_model" not in tasks["model-upload"]["inputs"].get("artifacts", {})
 
 
@@ -214,7 +357,7 @@ def test_extraction_fans_out_over_pods_only_when_asked(tmp_path):
 
 def test_a_checkpoint_pvc_is_mounted_and_s3_credentials_reach_every_task(tmp_path):
     target = Target(checkpoint_pvc="videoclf-checkpoints", s3_secret="mlpipeline-minio-artifact",
-                    s3_endpoint="http://minio-service.kubeflow:9000")
+                    s3_endpoint="http://seaweedfs.kubeflow:9000")
     spec, platform = compiled(tmp_path, target)
     executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     [mount] = executors["exec-train-model"]["pvcMount"]
@@ -227,7 +370,7 @@ def test_a_checkpoint_pvc_is_mounted_and_s3_credentials_reach_every_task(tmp_pat
         [secret] = executors[f"exec-{task}"]["secretAsEnv"]
         assert {m["envVar"] for m in secret["keyToEnv"]} == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
         env = spec["deploymentSpec"]["executors"][f"exec-{task}"]["container"]["env"]
-        assert {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"} in env
+        assert {"name": "AWS_ENDPOINT_URL", "value": "http://seaweedfs.kubeflow:9000"} in env
 
 
 def test_caching_can_be_turned_off_in_every_dag(tmp_path):
@@ -259,7 +402,13 @@ def test_cli_compile_writes_the_same_yaml(tmp_path):
 
 def test_end_to_end_local_run(tmp_path, kube_api):
     """The whole pipeline under kfp.local, through the CLI, at a tiny size, deployed to a
-    loopback Kubernetes API as its accuracy passes the gate."""
+    loopback Kubernetes API as its accuracy passes the gate, and waited for until Ready."""
+    isvc = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
+    kube_api.statuses[f"{isvc}/video-classifier"] = [
+        {}, {"url": "http://video-classifier.default.example.com",
+             "conditions": [{"type": "Ready", "status": "True"}],
+             "components": {"predictor": {"latestCreatedRevision": "video-classifier-predictor-00001",
+                                          "latestReadyRevision": "video-classifier-predictor-00001"}}}]
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), *LEARNABLE_DEMO,
@@ -301,12 +450,13 @@ def test_end_to_end_local_run(tmp_path, kube_api):
     assert text.index("\ndeploy-model") > text.index("\ntrain-model")
     assert "<svg" in (run_dir / "lineage.svg").read_text()
 
-    # The deploy gate passed: the InferenceService of its manifest artifact was created.
+    # The deploy gate passed: the InferenceService of its manifest artifact was created, and the
+    # step went on until it was Ready (the second status).
     manifest = yaml.safe_load((run_dir / "deploy-model" / "manifest").read_text())
-    isvc = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
     assert [(r["method"], r["path"]) for r in kube_api.requests] == [
-        ("GET", f"{isvc}/video-classifier"), ("POST", isvc)]
-    assert kube_api.requests[-1]["body"] == manifest
+        ("GET", f"{isvc}/video-classifier"), ("POST", isvc), ("GET", f"{isvc}/video-classifier"),
+        ("GET", f"{isvc}/video-classifier")]
+    assert kube_api.requests[1]["body"] == manifest
     [container] = manifest["spec"]["predictor"]["containers"]
     assert container["args"][:2] == ["--model", str(Path(summary["model"]).parent)]
 

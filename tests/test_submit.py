@@ -1,7 +1,9 @@
 """Compiling for a cluster and submitting to Kubeflow Pipelines (against a loopback server
 implementing the v2beta1 endpoints that kfp.Client uses, its healthz as
-kubeflow/pipelines backend/src/apiserver/main.go serves it) and to Vertex AI (up to the
-PipelineJob it would submit)."""
+kubeflow/pipelines backend/src/apiserver/main.go serves it, and a multi-user server's refusal of a
+request without an identity, backend/src/apiserver/auth/auth.go), the preflight of
+``videoclf submit`` and ``videoclf doctor`` (against that server and the loopback Kubernetes API
+of tests/kube_api.py), and Vertex AI (up to the PipelineJob it would submit)."""
 
 import json
 import tempfile
@@ -22,15 +24,24 @@ REGISTRY = "europe-docker.pkg.dev/my-project/videoclf"
 
 
 class KfpApi(JsonHandler):
-    """The few KFP v2beta1 endpoints of a submission: healthz, experiments, runs."""
+    """The few KFP v2beta1 endpoints of a submission: healthz, experiments, runs. With ``token``
+    set, it is multi-user and answers a request without that bearer token as the API server
+    answers one without an identity (HTTP 401, gRPC code 16, Unauthenticated)."""
 
     requests: list  # (method, path, JSON body) of each request, set per server
+    authorizations: list  # the Authorization header of each request but healthz
     refuse_runs = False
     version = "2.5.0"
+    token = None
 
     def answer(self, method: str) -> None:
         body = self.json_body()
         self.requests.append((method, self.path, body))
+        if not self.path.startswith("/apis/v2beta1/healthz"):
+            self.authorizations.append(self.headers.get("Authorization"))
+            if self.token and self.headers.get("Authorization") != f"Bearer {self.token}":
+                message = "Request header error: there is no user identity header."
+                return self.reply(401, {"error": message, "code": 16, "message": message})
         if method == "POST" and self.path == "/apis/v2beta1/experiments":
             self.reply(200, {"experiment_id": "exp-1", "display_name": body["display_name"]})
         elif method == "POST" and self.refuse_runs:
@@ -42,13 +53,14 @@ class KfpApi(JsonHandler):
         elif self.path.startswith("/apis/v2beta1/experiments"):
             self.reply(200, {})  # no experiment of that name yet
         else:  # healthz
-            self.reply(200, {"commit_sha": "0123abc", "tag_name": self.version, "multi_user": False})
+            self.reply(200, {"commit_sha": "0123abc", "tag_name": self.version,
+                             "multi_user": self.token is not None})
 
 
 @pytest.fixture
 def kfp_api():
     """A loopback KFP API: yields (url, handler class), whose ``requests`` it records."""
-    handler = type("Handler", (KfpApi,), {"requests": []})
+    handler = type("Handler", (KfpApi,), {"requests": [], "authorizations": []})
     server = start(handler)
     yield f"http://127.0.0.1:{server.server_port}", handler
     server.shutdown()
@@ -57,11 +69,14 @@ def kfp_api():
 
 @pytest.fixture(autouse=True)
 def committed_images(monkeypatch, tmp_path):
-    """Images tagged with a commit, as a clean checkout tags them; no digests recorded."""
+    """Images tagged with a commit, as a clean checkout tags them; no digests recorded; no
+    kubeconfig (the kube_api fixture gives one) and no token file."""
     monkeypatch.setattr(images, "source_tag", lambda: "0123456789ab")
     monkeypatch.setattr(images, "DIGESTS", tmp_path / "digests.json")
     monkeypatch.delenv("VIDEOCLF_TAG", raising=False)
     monkeypatch.delenv("VIDEOCLF_REGISTRY", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("KF_PIPELINES_SA_TOKEN_PATH", raising=False)
 
 
 def compiled_specs(target: Target = DEFAULT_TARGET) -> tuple[dict, dict]:
@@ -182,6 +197,12 @@ def test_an_older_backend_is_refused_before_the_run(kfp_api, version, parts, ref
       "123"], r"--vertex-parent-model must be a resource name, projects/P/locations/L/models/ID, got '123'"),
     (["--host", "URL", "--deploy", "true", "--min-accuracy", "80"],
      "min_accuracy is a test accuracy, from 0 to 1"),
+    (["--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", "--checkpoint-dir",
+      "s3://b/checkpoints"], "checkpoint_dir 's3://b/checkpoints' is in S3, for which a Vertex AI run has no "
+                             "credentials"),
+    (["--vertex", "--project", "p", "--region", "r", "--pipeline-root", "gs://b/r", "--s3-endpoint",
+      "http://seaweedfs.kubeflow:9000"], "--s3-endpoint is for Kubeflow"),
+    (["--host", "URL", "--resources", "training=2,8Gi"], "--resources names no stage 'training'"),
 ])
 def test_settings_the_platform_would_not_run_are_refused(kfp_api, args, message):
     url, api = kfp_api
@@ -208,3 +229,128 @@ def test_a_cluster_yaml_needs_a_registry_and_an_immutable_tag(tmp_path, monkeypa
     [spec] = yaml.safe_load_all(out.read_text())
     train = spec["deploymentSpec"]["executors"]["exec-train-model"]["container"]["image"]
     assert train == f"{tagged}@sha256:{'trainer':0>64}"
+
+
+def test_a_multi_user_server_gets_the_token_and_the_namespace(kfp_api, tmp_path, monkeypatch):
+    """Without a token a multi-user API answers 401 "no user identity header", and the error says
+    how to send one; ``--token``, or the file of KF_PIPELINES_SA_TOKEN_PATH, is sent as a bearer
+    token, and the run goes to --namespace."""
+    url, api = kfp_api
+    api.token = "user-token"
+    args = ["submit", "--host", url, "--registry", REGISTRY, "--namespace", "team-a", "--experiment", "e"]
+    with pytest.raises(SystemExit, match=r"HTTP 401 .*there is no user identity header.*--token .*"
+                                         r"--audience pipelines.kubeflow.org.*KF_PIPELINES_SA_TOKEN_PATH"):
+        main(args)
+    assert not any(path == "/apis/v2beta1/runs" for _, path, _ in api.requests)
+    main([*args, "--token", "user-token"])
+    experiment = next(body for method, path, body in api.requests if path == "/apis/v2beta1/experiments"
+                      and method == "POST")
+    assert experiment["namespace"] == "team-a"
+    token_file = tmp_path / "token"
+    token_file.write_text("user-token\n")
+    monkeypatch.setenv("KF_PIPELINES_SA_TOKEN_PATH", str(token_file))
+    api.authorizations.clear()
+    main(args)
+    assert set(api.authorizations) == {"Bearer user-token"}
+    assert [path for method, path, _ in api.requests if method == "POST"].count("/apis/v2beta1/runs") == 2
+
+
+def test_a_multi_user_run_needs_a_namespace(kfp_api):
+    url, api = kfp_api
+    api.token = "user-token"
+    with pytest.raises(SystemExit, match="multi-user and no namespace was given.*--namespace"):
+        main(["submit", "--host", url, "--registry", REGISTRY, "--token", "user-token"])
+    assert not any(method == "POST" for method, _, _ in api.requests)
+
+
+# kubeflow/pipelines 2.17.0 manifests/kustomize/base/pipeline/pipeline-runner-role.yaml, the rules
+# that matter here: it may read Secrets and ConfigMaps, and has no serving.kserve.io rule.
+PIPELINE_RUNNER_RULES = [
+    {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "watch", "list"]},
+    {"apiGroups": [""], "resources": ["persistentvolumes", "persistentvolumeclaims"], "verbs": ["*"]},
+    {"apiGroups": [""], "resources": ["pods", "pods/exec", "pods/log", "services"], "verbs": ["*"]},
+    {"apiGroups": ["kubeflow.org"], "resources": ["*"], "verbs": ["*"]},
+]
+KUBEFLOW = "/api/v1/namespaces/kubeflow"
+
+
+def standalone_cluster(kube_api) -> None:
+    """What a standalone 2.17 install has: its store's Service, its MinIO-style Secret, a PVC."""
+    kube_api.add(f"{KUBEFLOW}/services/seaweedfs", {"metadata": {"name": "seaweedfs"}, "spec": {"ports": [
+        {"name": "http-s3", "port": 8333}, {"name": "http-s3-compat", "port": 9000}]}})
+    kube_api.add(f"{KUBEFLOW}/secrets/mlpipeline-minio-artifact", {
+        "metadata": {"name": "mlpipeline-minio-artifact"},
+        "data": {"accesskey": "bWluaW8=", "secretkey": "eA=="}})
+    kube_api.add(f"{KUBEFLOW}/persistentvolumeclaims/videoclf-checkpoints", {
+        "metadata": {"name": "videoclf-checkpoints"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard-rwo"},
+        "status": {"phase": "Bound"}})
+
+
+DOCTOR = ["doctor", "--deploy", "true", "--checkpoint-pvc", "videoclf-checkpoints", "--s3-secret",
+          "mlpipeline-minio-artifact"]
+
+
+def doctor_lines(capsys) -> dict[str, str]:
+    """The doctor's printed checks, by name."""
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    return {line[9:].split(":", 1)[0]: line for line in lines}
+
+
+def test_the_doctor_finds_what_a_standalone_install_lacks(kfp_api, kube_api, capsys):
+    """Against a standalone 2.17 install whose pipeline-runner has the install's own Role: the
+    deploy rights are missing (with the command that grants them), a MinIO endpoint names no
+    Service, and the rest passes; asked as the run's service account, by impersonation."""
+    url, api = kfp_api
+    api.version = "2.17.0"
+    standalone_cluster(kube_api)
+    kube_api.rules = PIPELINE_RUNNER_RULES
+    with pytest.raises(SystemExit, match="2 of 7 checks found a problem"):
+        main([*DOCTOR, "--host", url, "--s3-endpoint", "http://minio-service.kubeflow:9000"])
+    checks = doctor_lines(capsys)
+    assert list(checks) == ["backend", "KServe", "deploy rights", "S3 secret", "checkpoint PVC",
+                            "pipeline store", "S3 endpoint"]
+    assert checks["backend"].startswith("ok") and "Kubeflow Pipelines 2.17.0" in checks["backend"]
+    assert checks["deploy rights"].startswith("PROBLEM")
+    assert "may not get, create, patch inferenceservices in kubeflow -> videoclf doctor --rbac --namespace " \
+        "kubeflow --service-account pipeline-runner" in checks["deploy rights"]
+    assert checks["S3 endpoint"].startswith("PROBLEM")
+    assert "no minio-service in kubeflow" in checks["S3 endpoint"]
+    assert "seaweedfs.kubeflow:9000" in checks["S3 endpoint"]
+    assert checks["pipeline store"].startswith("ok") and "minio://mlpipeline/v2/artifacts (the launcher's " \
+        "default) at http://seaweedfs.kubeflow:9000: http://seaweedfs.kubeflow:9000 is the Service " \
+        "kubeflow/seaweedfs, port 9000" in checks["pipeline store"]
+    assert checks["checkpoint PVC"].startswith("ok") and "Bound, ReadWriteOnce" in checks["checkpoint PVC"]
+    assert checks["S3 secret"].startswith("ok")
+    reviews = [r for r in kube_api.requests if r["path"].endswith("selfsubjectaccessreviews")]
+    assert {r["user"] for r in reviews} == {"system:serviceaccount:kubeflow:pipeline-runner"}
+    assert {r["body"]["spec"]["resourceAttributes"]["verb"] for r in reviews} == {"get", "create", "patch"}
+
+    # With the Role the project ships, applied as the doctor prints it, the deploy rights pass.
+    main(["doctor", "--rbac"])
+    role = next(d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "Role")
+    kube_api.rules = PIPELINE_RUNNER_RULES + role["rules"]
+    main([*DOCTOR, "--host", url])
+    checks = doctor_lines(capsys)
+    assert len(checks) == 6 and all(line.startswith("ok") for line in checks.values()), checks
+
+
+def test_the_doctor_says_unknown_where_it_may_not_ask(kfp_api, kube_api, capsys):
+    url, _ = kfp_api
+    standalone_cluster(kube_api)
+    kube_api.impersonation = False
+    main([*DOCTOR, "--host", url])
+    checks = doctor_lines(capsys)
+    assert checks["deploy rights"].startswith("unknown") and "kubectl auth can-i" in checks["deploy rights"]
+    assert checks["checkpoint PVC"].startswith("ok")
+
+
+def test_submit_refuses_a_run_the_preflight_finds_a_problem_with(kfp_api, kube_api):
+    url, api = kfp_api
+    standalone_cluster(kube_api)
+    with pytest.raises(SystemExit, match="no PersistentVolumeClaim ckpt in kubeflow"):
+        main(["submit", "--host", url, "--registry", REGISTRY, "--checkpoint-pvc", "ckpt"])
+    assert not any(method == "POST" for method, _, _ in api.requests)
+    main(["submit", "--host", url, "--registry", REGISTRY, "--checkpoint-pvc", "ckpt", "--no-kube-checks"])
+    assert any(path == "/apis/v2beta1/runs" for _, path, _ in api.requests)

@@ -1,10 +1,7 @@
-"""The KFP components of the serve model stage: thin typed wrappers.
+"""The KFP component of the serve model stage on Kubeflow: a thin typed wrapper.
 
-``deploy_model`` deploys on Kubeflow (a KServe InferenceService); ``vertex_serving_model`` turns
-the model artifact into what Google Cloud Pipeline Components' ``ModelUploadOp`` uploads to
-Vertex AI's Model Registry as a ``google.UnmanagedContainerModel``: the model folder's URI and
-the container spec of the same serving image. (A generic Artifact, which KFP lets pass for any
-type: a class of that schema would have to be importable where the component runs.)
+``deploy_model`` deploys on Kubeflow (a KServe InferenceService) and waits until it serves the
+model; Vertex AI's deploy components are in ``components.serve_model.vertex``.
 """
 
 from kfp import dsl
@@ -18,43 +15,49 @@ def deploy_model(
     model: Input[Model],
     name: str,
     namespace: str,
+    service_account: str,
+    timeout_seconds: int,
     serving_image: str,
     s3_endpoint: str,
     s3_secret: str,
     manifest: Output[Artifact],
 ):
-    """Creates or updates the KServe InferenceService that serves the model; its manifest is the
-    output."""
+    """Creates or updates the KServe InferenceService that serves the model, and waits until it
+    serves it; its manifest is the output.
+
+    The predictor reads the model from the store the pipeline wrote it to: ``s3_endpoint`` and
+    ``s3_secret`` where the pipeline was compiled with them, else the store of the pipeline's
+    ``kfp-launcher`` ConfigMap (Kubeflow's SeaweedFS by default). It runs as ``service_account``,
+    else as the pipeline's own where it deploys in the pipeline's namespace.
+    """
     from pathlib import Path
 
     import yaml
     from kserve.utils.utils import get_default_target_namespace
 
     from components.common import atomic_write_bytes, lineage, setup_logging
-    from components.serve_model.deploy import apply, inference_service, storage_uri
+    from components.launcher_config import S3Store, store_of
+    from components.serve_model import deploy
+    from components.storage import S3_SECRET_KEYS
 
     setup_logging()
-    namespace = namespace or get_default_target_namespace().strip()  # empty: the pipeline's own
-    service = inference_service(name, namespace, serving_image, storage_uri(model.uri),
-                                s3_endpoint, s3_secret, labels={"app.kubernetes.io/part-of": "videoclf"})
+    own_namespace = get_default_target_namespace().strip()
+    namespace = namespace or own_namespace  # empty: the pipeline's own
+    api = deploy.kube_client()
+    if s3_endpoint or s3_secret:
+        store = S3Store(s3_endpoint, s3_secret, *S3_SECRET_KEYS)  # the Secret's keys every task reads
+    elif model.uri.startswith(("minio://", "s3://")):
+        store = store_of(model.uri, deploy.launcher_config(api, own_namespace))
+    else:
+        store = None  # gs:// or a local path: the service account's own credentials
+    if not service_account and namespace == own_namespace:
+        service_account = deploy.own_service_account()
+    service = deploy.inference_service(name, namespace, serving_image, deploy.storage_uri(model.uri), store,
+                                       service_account, labels={"app.kubernetes.io/part-of": "videoclf"})
     atomic_write_bytes(Path(manifest.path), yaml.safe_dump(service, sort_keys=False).encode())
-    outcome = apply(service)
-    manifest.metadata.update({"service": f"{service['metadata']['namespace']}/{name}", "outcome": outcome,
+    rollout = deploy.apply(api, service)
+    status = deploy.wait_ready(api, namespace, name, rollout, timeout_seconds)
+    manifest.metadata.update({"service": f"{namespace}/{name}", "outcome": rollout.outcome,
+                              "url": status.get("url", ""),
                               **lineage("deploy_model", {"name": name, "serving_image": serving_image},
                                         {"model": model.uri}, Path(manifest.path))})
-
-
-@dsl.component(base_image=latest("data"), install_kfp_package=False)
-def vertex_serving_model(
-    model: Input[Model],
-    name: str,
-    serving_image: str,
-    unmanaged_model: Output[Artifact],
-):
-    """The model folder with the serving image's container spec, for Vertex AI's Model Registry."""
-    from components.serve_model.config import SERVING_PORT
-
-    unmanaged_model.uri = model.uri
-    unmanaged_model.metadata = {"containerSpec": {
-        "imageUri": serving_image, "command": ["videoclf", "serve"], "args": ["--name", name],
-        "healthRoute": "/health", "predictRoute": "/predict", "ports": [{"containerPort": SERVING_PORT}]}}

@@ -5,3 +5,6 @@ SERVING_PORT = 8080  # the server's port where none is given, and the one cluste
 MODEL_NAME = "video-classifier"  # the model's name in the routes, and the deployed service's
 TOP_K = 5  # classes per answer
 MAX_REQUEST_MB = 64  # larger requests are answered 413
+# How long the deploy step waits for the service to serve the new model: above Knative's own
+# progress deadline (600 s, after which it marks a revision that never got ready as failed).
+READY_TIMEOUT_S = 900

@@ -21,29 +21,35 @@ def train_model(
     patience: int,
     checkpoint_dir: str,
     checkpoint_volume: str,
-    run_id: str,
     model: Output[Model],
     metrics: Output[Metrics],
     learning_curves: Output[HTML],
     tensorboard: Output[Artifact],
+    run_id: str = "",
 ):
     """Trains the (2+1)D ResNet, resuming from checkpoint_dir, and plots its learning curves.
 
     With a mounted checkpoint volume and no checkpoint_dir, checkpoints go to a folder of the run
-    on that volume, where a retried pod finds them.
+    (run_id) on that volume, where a retried pod finds them; a folder on the volume is checked
+    writable before anything else.
     """
     import dataclasses
     from pathlib import Path
 
-    from components.common import lineage, setup_logging
-    from components.reports import img_tag, learning_curves_png, page
-    from components.train_model.config import TrainConfig
-    from components.train_model.model_folder import MODEL_FILE
-    from components.train_model.train import train
+    from components.common import setup_logging
+    from components.train_model.volume import check_writable
 
     setup_logging()
     if checkpoint_volume and not checkpoint_dir:
         checkpoint_dir = f"{checkpoint_volume}/{run_id}"
+    if checkpoint_volume and checkpoint_dir.startswith(f"{checkpoint_volume}/"):
+        check_writable(Path(checkpoint_dir))  # before TensorFlow is even imported
+
+    from components.common import lineage
+    from components.reports import img_tag, learning_curves_png, page
+    from components.train_model.config import TrainConfig
+    from components.train_model.model_folder import MODEL_FILE
+    from components.train_model.train import train
     config = TrainConfig(epochs=epochs, batch_size=batch_size, recipe=recipe, learning_rate=learning_rate,
                          seed=seed, random_flip=random_flip, base_filters=base_filters,
                          blocks_per_stage=blocks_per_stage, precision=precision, patience=patience)
