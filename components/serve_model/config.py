@@ -5,3 +5,7 @@ SERVING_PORT = 8080  # the server's port where none is given, and the one cluste
 MODEL_NAME = "video-classifier"  # the model's name in the routes, and the deployed service's
 TOP_K = 5  # classes per answer
 MAX_REQUEST_MB = 64  # larger requests are answered 413
+MAX_BATCH_CLIPS = 32  # clips of concurrent requests the server runs through the model at once
+# On SIGTERM, requests in flight get this long to finish: less than Kubernetes' default
+# terminationGracePeriodSeconds (30), after which the pod is killed.
+SHUTDOWN_GRACE_SECONDS = 25
