@@ -25,7 +25,7 @@ import orjson
 from kserve.errors import InvalidInput
 
 V1_KEYS = {"instances", "parameters"}
-V2_KEYS = {"id", "parameters", "inputs", "outputs"}
+V2_KEYS = {"id", "model_name", "model_version", "parameters", "inputs", "outputs"}
 V2_INPUTS = {"video": "BYTES", "clips": "UINT8"}
 V2_OUTPUTS = ("classes", "probabilities")
 INFERENCE_HEADER = "inference-header-content-length"
@@ -79,15 +79,15 @@ def type_name(value: object) -> str:
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def b64decode(text: object, where: str) -> bytes:
+def b64decode(text: object, where: str, what: str = "the video") -> bytes:
     """A base64 string's bytes, decoded a chunk at a time."""
     if not isinstance(text, str | bytes) or not text:
-        raise InvalidInput(f"{where}: the video is {type_name(text)}, not a base64 string")
+        raise InvalidInput(f"{where}: {what} is {type_name(text)}, not a base64 string")
     try:
         return b"".join(base64.b64decode(text[i:i + B64_CHUNK], validate=True)
                         for i in range(0, len(text), B64_CHUNK))
     except (binascii.Error, ValueError) as e:
-        raise InvalidInput(f"{where}: the video is not base64: {e}") from e
+        raise InvalidInput(f"{where}: {what} is not base64: {e}") from e
 
 
 def numbers(data: object, where: str) -> np.ndarray:
@@ -119,8 +119,22 @@ def checked_clips(clips: np.ndarray, shape: ModelShape, where: str) -> np.ndarra
     return clips
 
 
+def raw_clips(clips: dict, shape: ModelShape, where: str) -> np.ndarray:
+    """``{"b64": ...}``: clips as their uint8 bytes, base64, ``[clips, *shape.clip]`` in C order."""
+    if set(clips) != {"b64"}:
+        raise InvalidInput(f"{where}: clips are a list of numbers, or "
+                           "{\"b64\": \"<their uint8 bytes, base64>\"}")
+    data = b64decode(clips["b64"], where, "clips")
+    size = math.prod(shape.clip)
+    if len(data) % size:
+        raise InvalidInput(f"{where}: {len(data)} bytes of clips, not a whole number of clips of "
+                           f"{' x '.join(map(str, shape.clip))} = {size} bytes")
+    return np.frombuffer(data, np.uint8).reshape(-1, *shape.clip)
+
+
 def parse_v1(body: bytes, shape: ModelShape) -> Parsed:
-    """``{"instances": [{"video": {"b64": ...}} or {"clips": [...]}, ...], "parameters": {...}}``."""
+    """``{"instances": [{"video": {"b64": ...}}, {"clips": [...]} or {"clips": {"b64": ...}}, ...],
+    "parameters": {...}}``."""
     request = loads(body)
     instances = request.get("instances") if isinstance(request, dict) else None
     if not instances or not isinstance(instances, list):
@@ -142,6 +156,8 @@ def parse_v1(body: bytes, shape: ModelShape) -> Parsed:
                     raise InvalidInput(f"{name}: a video is {{\"b64\": \"<the file, base64>\"}}")
                 video = video["b64"]
             rows.append(b64decode(video, name))
+        elif isinstance(instance["clips"], dict):
+            rows.append(raw_clips(instance["clips"], shape, name))
         else:
             rows.append(checked_clips(numbers(instance["clips"], name), shape, name))
         where.append(name)

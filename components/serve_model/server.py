@@ -35,8 +35,9 @@ from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
+import orjson
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, ORJSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from components.extract_frames.extract import cores
 from components.serve_model import protocol
@@ -183,10 +184,14 @@ class BodyTooLargeError(Exception):
     """A request body that passed the size limit as it came in."""
 
 
+def json_response(answer: dict) -> Response:
+    return Response(orjson.dumps(answer), media_type="application/json")
+
+
 def add_routes(app: FastAPI, model: VideoClassifier, max_request_bytes: int) -> None:
     """The inference routes (v1, v2, and Vertex AI's predict and health routes where its
     variables name them), ahead of KServe's own, and the limit on a request's size."""
-    async def answer(request: Request, model_name: str, version: str) -> ORJSONResponse:
+    async def answer(request: Request, model_name: str, version: str) -> Response:
         if model_name != model.name:
             raise ModelNotFound(model_name)
         if not model.ready:
@@ -202,9 +207,9 @@ def add_routes(app: FastAPI, model: VideoClassifier, max_request_bytes: int) -> 
         log.info("answered %s in %.0f ms: %s", rows, (time.perf_counter() - start) * 1000,
                  ", ".join(f"{top[0]['class']} {top[0]['probability']:.3f}" for top in tops))
         if version == "v1":
-            return ORJSONResponse(protocol.v1_answer(tops))
+            return json_response(protocol.v1_answer(tops))
         request_id = parsed.request_id or headers.get("x-request-id") or str(uuid.uuid4())
-        return ORJSONResponse(protocol.v2_answer(tops, parsed, model.name, request_id))
+        return json_response(protocol.v2_answer(tops, parsed, model.name, request_id))
 
     async def v1_predict(request: Request, model_name: str):
         return await answer(request, model_name, "v1")
