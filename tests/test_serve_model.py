@@ -540,7 +540,8 @@ def test_a_batch_that_fails_is_run_again_a_video_at_a_time_so_only_the_bad_one_f
     async def scenario(max_clips, *videos):
         batcher = Batcher(run, max_clips)
         try:
-            return await asyncio.gather(*(batcher([v]) for v in videos), return_exceptions=True)
+            answers = asyncio.gather(*(batcher([v]) for v in videos), return_exceptions=True)
+            return await asyncio.wait_for(answers, timeout=60)
         finally:
             batcher.close()
 

@@ -52,8 +52,14 @@ class Batcher:
                 if not future.cancelled():
                     batch.append((video, future))
                     clips += len(video)
-            if batch:
+            if not batch:
+                continue
+            try:
                 await self.answer(batch, clips)
+            except Exception as e:  # whatever went wrong, no caller is left waiting
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(e)
 
     async def answer(self, batch: list[tuple[np.ndarray, asyncio.Future]], clips: int) -> None:
         loop = asyncio.get_running_loop()
