@@ -93,12 +93,12 @@ class VideoClassifier(kserve.Model):
         self.shape = protocol.ModelShape(self.predictor.clip_shape, len(self.predictor.classes), self.top_k)
         for size in (1, 2):  # traces the model's function, for batches of any size, before the first request
             self.predictor.probabilities([np.zeros((size, *self.shape.clip), np.uint8)])
-        self.workers = ThreadPoolExecutor(cores(), thread_name_prefix="decode")
+        threads = cores()
+        self.workers = ThreadPoolExecutor(threads, thread_name_prefix="decode")
         self.batcher = Batcher(self.predictor.probabilities, self.max_batch_clips)
         self.ready = True
         log.info("model %s ready: %d classes, clips of %s; %d decoding threads, batches of up to %d clips",
-                 self.name, self.shape.classes, list(self.shape.clip), self.workers._max_workers,
-                 self.max_batch_clips)
+                 self.name, self.shape.classes, list(self.shape.clip), threads, self.max_batch_clips)
         return self.ready
 
     async def preprocess(self, body: Body, headers: dict[str, str] | None = None) -> Rows:
@@ -106,18 +106,21 @@ class VideoClassifier(kserve.Model):
         parse = (partial(protocol.parse_v1, body.data, self.shape) if body.protocol == "v1" else
                  partial(protocol.parse_v2, body.data, body.headers, self.shape))
         parsed = await loop.run_in_executor(self.workers, parse)
-        clips = await asyncio.gather(*(loop.run_in_executor(self.workers, self.decoded, row, where)
-                                       for row, where in zip(parsed.rows, parsed.where, strict=True)),
-                                     return_exceptions=True)
+
+        async def clips_of(row: bytes | np.ndarray, where: str) -> np.ndarray:
+            if isinstance(row, np.ndarray):  # clips as sent
+                return row
+            return await loop.run_in_executor(self.workers, self.decoded, row, where)
+
+        rows = zip(parsed.rows, parsed.where, strict=True)
+        clips = await asyncio.gather(*(clips_of(row, where) for row, where in rows), return_exceptions=True)
         if errors := [c for c in clips if isinstance(c, BaseException)]:
             raise errors[0]
         return Rows(parsed, clips)
 
-    def decoded(self, row: bytes | np.ndarray, where: str) -> np.ndarray:
-        if isinstance(row, np.ndarray):
-            return row
+    def decoded(self, video: bytes, where: str) -> np.ndarray:
         try:
-            return self.predictor.file_clips(row)
+            return self.predictor.file_clips(video)
         except ValueError as e:
             raise InvalidInput(f"{where}: {e}") from e
 
