@@ -247,5 +247,7 @@ def serve(model_uri: str | None = None, port: int | None = None, name: str = MOD
     model.load()
     add_routes(app, model, max_request_mb << 20)
     log.info("serving %s as %s on port %d", model_uri, name, port)
-    kserve.ModelServer(http_port=port, enable_grpc=False, workers=1,
+    # One process: the model is loaded once, and the batcher sees every request. The log line of
+    # each request says what it was answered and how long it took: KServe's own is left out.
+    kserve.ModelServer(http_port=port, enable_grpc=False, workers=1, enable_latency_logging=False,
                        grace_period=SHUTDOWN_GRACE_SECONDS).start([model])
