@@ -10,8 +10,8 @@ called in-process, in one run.
   connection each, as the kubelet's) sent meanwhile; and the server's RSS before and after. The
   same at the highest count on Vertex AI's routes (``AIP_PREDICT_ROUTE``, ``AIP_HEALTH_ROUTE``).
 - throughput: as many clients sending one clip each (binary), in clips per second, against the
-  model called in-process on batches of the size the server formed (its ``videoclf_batch_clips``
-  metric).
+  model called in-process on the very batches the server formed (as many of each size, from its
+  ``videoclf_batch_clips`` metric), in turns.
 
 The network is the tutorial's at its size (10 classes, 10 x 224 x 224), untrained: the cost does
 not depend on the weights. The video is a real clip (``--clip``) or a synthetic one of UCF101's
@@ -31,6 +31,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -110,15 +111,18 @@ class Served:
         with open(f"/proc/{self.process.pid}/status") as status:
             return next(int(line.split()[1]) for line in status if line.startswith("VmRSS")) / 1024
 
-    def batch_clips(self) -> tuple[float, float]:
-        """The sum and count of ``videoclf_batch_clips`` so far."""
+    def batch_sizes(self) -> Counter:
+        """How many model batches of each size (in clips, up to 32) the server has run, from
+        its ``videoclf_batch_clips`` histogram."""
         connection = self.connection()
         connection.request("GET", "/metrics")
         text = connection.getresponse().read().decode()
         connection.close()
-        values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
-                  if line.startswith("videoclf_batch_clips_")}
-        return values["videoclf_batch_clips_sum"], values["videoclf_batch_clips_count"]
+        cumulative = {int(float(line.split('le="')[1].split('"')[0])): float(line.split()[-1])
+                      for line in text.splitlines()
+                      if line.startswith("videoclf_batch_clips_bucket") and 'le="+Inf"' not in line}
+        sizes = sorted(size for size in cumulative if size <= 32)
+        return Counter({size: int(cumulative[size] - cumulative.get(size - 1, 0)) for size in sizes})
 
     def close(self) -> None:
         self.process.terminate()
@@ -234,22 +238,34 @@ def under_load(served: Served, clients: int, seconds: float, request: tuple[str,
             "failures": failures, "rss_mb_before": rss_before, "rss_mb_after": served.rss_mb()}
 
 
-def throughput(served: Served, predictor: Predictor, clip: np.ndarray, clients: int, seconds: float) -> dict:
+def throughput(served: Served, predictor: Predictor, clip: np.ndarray, clients: int, seconds: float,
+               rounds: int = 3) -> dict:
     """Clips per second from ``clients`` sending one clip each (binary), against the model
-    in-process on batches of the mean size the server formed."""
-    before = served.batch_clips()
-    load = under_load(served, clients, seconds, (V2, *binary_request("clips", clip)), PROBES["kserve"])
-    after = served.batch_clips()
-    batch = (after[0] - before[0]) / max(1.0, after[1] - before[1])
-    size = max(1, round(batch))
-    batch_clips = np.repeat(clip, size, axis=0)
-    predictor.probabilities([batch_clips])
-    times = [timed(lambda: predictor.probabilities([batch_clips])) for _ in range(max(3, int(seconds)))]
-    in_process = size / float(np.median(times))
-    server = load["requests"]["per_second"] * len(clip)
-    return {"clients": clients, "server_clips_per_second": server, "mean_batch_clips": batch,
-            "in_process_batch": size, "in_process_clips_per_second": in_process, "ratio": server / in_process,
-            "probes": load["probes"]}
+    in-process running the very batches the server formed (as many of each size), in turns:
+    ``rounds`` times, a load of ``seconds / rounds`` then its batches in-process."""
+    request = (V2, *binary_request("clips", clip))
+    served_clips = served_seconds = local_clips = local_seconds = 0.0
+    sizes: Counter = Counter()
+    probes = []
+    for _ in range(rounds):
+        before = served.batch_sizes()
+        load = under_load(served, clients, seconds / rounds, request, PROBES["kserve"])
+        formed = served.batch_sizes() - before
+        served_clips += load["requests"]["count"] * len(clip)
+        served_seconds += load["requests"]["count"] / load["requests"]["per_second"]
+        probes.append(load["probes"]["max_ms"])
+        for size, count in formed.items():
+            batch = np.repeat(clip, size, axis=0)
+            if size not in sizes:
+                predictor.probabilities([batch])  # the first call at a size traces the model
+            local_seconds += sum(timed(lambda b=batch: predictor.probabilities([b])) for _ in range(count))
+            local_clips += size * count
+        sizes += formed
+    server, in_process = served_clips / served_seconds, local_clips / local_seconds
+    return {"clients": clients, "batch_sizes": dict(sorted(sizes.items())),
+            "mean_batch_clips": sum(s * c for s, c in sizes.items()) / sum(sizes.values()),
+            "server_clips_per_second": server, "in_process_clips_per_second": in_process,
+            "ratio": server / in_process, "probe_max_ms": max(probes)}
 
 
 def free_port() -> int:
@@ -298,9 +314,9 @@ def main() -> None:
                       f"{row['rss_mb_after']:.0f} MB", file=sys.stderr, flush=True)
             batched = throughput(served, predictor, clip, max(args.clients), args.seconds)
             print(f"{batched['clients']} clip clients: {batched['server_clips_per_second']:.1f} clips/s in "
-                  f"batches of {batched['mean_batch_clips']:.1f}; in-process, batches of "
-                  f"{batched['in_process_batch']}: {batched['in_process_clips_per_second']:.1f} clips/s: "
-                  f"{batched['ratio']:.2f}x", file=sys.stderr, flush=True)
+                  f"batches of {batched['batch_sizes']}; in-process, the same batches: "
+                  f"{batched['in_process_clips_per_second']:.1f} clips/s: {batched['ratio']:.2f}x",
+                  file=sys.stderr, flush=True)
         finally:
             served.close()
 

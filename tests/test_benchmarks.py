@@ -94,6 +94,6 @@ def test_the_serving_benchmark_times_both_sides_on_the_same_answers(real_clips):
         assert row["requests"]["p99_ms"] >= row["requests"]["p95_ms"] >= row["requests"]["p50_ms"]
         assert row["rss_mb_before"] > 0 and row["rss_mb_after"] > 0
     batched = report["throughput"]
-    assert batched["clients"] == 2 and batched["mean_batch_clips"] >= 1
+    assert batched["clients"] == 2 and set(batched["batch_sizes"]) <= {"1", "2"}
     in_process = batched["in_process_clips_per_second"]
     assert batched["ratio"] == pytest.approx(batched["server_clips_per_second"] / in_process)

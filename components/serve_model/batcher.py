@@ -22,7 +22,7 @@ from prometheus_client import Histogram
 log = logging.getLogger(__name__)
 
 BATCH_CLIPS = Histogram("videoclf_batch_clips", "clips in each model batch",
-                        buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+                        buckets=(*range(1, 33), 64, 128, 256))
 
 
 class Batcher:
