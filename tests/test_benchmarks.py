@@ -79,9 +79,20 @@ def test_a_long_video_benchmark_reads_the_same_clips_both_ways():
 
 def test_the_serving_benchmark_times_both_sides_on_the_same_answers(real_clips):
     clip = real_clips["mpeg4_320x240_25fps_164f.avi"]
-    report = run_benchmark("serve.py", "--requests", "2", "--size", "32", "--clip", str(clip))
+    report = run_benchmark("serve.py", "--requests", "2", "--size", "32", "--seconds", "1",
+                           "--clients", "1", "2", "--clip", str(clip))
     assert report["clip_shape"] == [1, 10, 32, 32, 3]
-    assert report["same_top_class"] == {"clip": True, "clip_binary": True, "video": True}
-    for kind in ("clip", "clip_binary", "video"):  # both sides answered every request
-        row = report["results"][kind]
-        assert row["server"]["requests"] == row["in_process"]["requests"] == 2
+    kinds = ["video_v1", "video_v2", "clip_v1", "clip_v1_b64", "clip_v2", "clip_v2_binary"]
+    assert report["same_top_class"] == dict.fromkeys(kinds, True)
+    for kind in kinds:
+        row = report["cost"][kind]
+        assert row["server"]["count"] == row["in_process"]["count"] == 2
+    assert [(row["routes"], row["clients"]) for row in report["load"]] == [("kserve", 1), ("kserve", 2),
+                                                                            ("vertex", 2)]
+    for row in report["load"]:
+        assert row["failures"] == [] and row["requests"]["count"] > 0 and row["probes"]["count"] > 0
+        assert row["requests"]["p99_ms"] >= row["requests"]["p95_ms"] >= row["requests"]["p50_ms"]
+        assert row["rss_mb_before"] > 0 and row["rss_mb_after"] > 0
+    batched = report["throughput"]
+    assert batched["clients"] == 2 and set(batched["batch_sizes"]) <= {"1", "2"}
+    assert batched["server_clips_per_second"] > 0 and batched["in_process_clips_per_second"] > 0

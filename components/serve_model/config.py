@@ -8,3 +8,7 @@ MAX_REQUEST_MB = 64  # larger requests are answered 413
 # How long the deploy step waits for the service to serve the new model: above Knative's own
 # progress deadline (600 s, after which it marks a revision that never got ready as failed).
 READY_TIMEOUT_S = 900
+MAX_BATCH_CLIPS = 32  # clips of concurrent requests the server runs through the model at once
+# On SIGTERM, requests in flight get this long to finish: less than Kubernetes' default
+# terminationGracePeriodSeconds (30), after which the pod is killed.
+SHUTDOWN_GRACE_SECONDS = 25

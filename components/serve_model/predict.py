@@ -83,6 +83,30 @@ class Predictor:
         """The clips of a video file, sampled as the model's test videos were."""
         return eval_clips(Path(path), self.sampling)
 
+    def file_clips(self, data: bytes) -> np.ndarray:
+        """The clips of a video file's bytes (a file sent to the server), or a ValueError saying
+        why it cannot be decoded. The file is named by its container, as its bytes show, so that
+        OpenCV trusts the frame count of those whose header has it and catches a truncated one."""
+        with tempfile.NamedTemporaryFile(prefix="videoclf-request-", suffix=container_suffix(data)) as file:
+            file.write(data)
+            file.flush()
+            clips, outcome = self.video_clips(Path(file.name))
+        if clips is None:
+            raise ValueError(outcome["error"].replace(file.name, "the video"))
+        return clips
+
+
+def container_suffix(data: bytes) -> str:
+    """The file name suffix of a video's container, from its first bytes (``.video`` where
+    they are not AVI's, MP4's and MOV's, or Matroska's and WebM's)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"AVI ":
+        return ".avi"
+    if data[4:8] == b"ftyp":
+        return ".mp4"
+    if data[:4] == b"\x1a\x45\xdf\xa3":
+        return ".mkv"
+    return ".video"
+
 
 def predict_videos(model_dir: Path, videos: list[Path], top_k: int = TOP_K) -> list[dict]:
     """For each video, ``{"video", "top": [{"class", "probability"}, ...]}`` or ``{"video", "error"}``."""
