@@ -72,6 +72,7 @@ class Checkpoints:
         import keras
 
         from components.train_model import model as _  # noqa: F401 (registers the custom layers)
+        from components.train_model import warm_start as _  # noqa: F401, F811 (and the warm start's schedule)
 
         with tempfile.TemporaryDirectory() as tmp:
             self.folder.download(name, Path(tmp) / MODEL_FILE)

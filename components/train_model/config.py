@@ -55,6 +55,7 @@ class TrainConfig:
     blocks_per_stage: int = 1  # its depth
     precision: str = "auto"  # one of PRECISIONS; auto: mixed_float16 on a GPU, else float32
     patience: int = 10  # epochs after the warm-up without a better validation loss before stopping; 0: never
+    freeze_epochs: int = 0  # with an init model: epochs its body is frozen, then trained at a lower rate
 
     def check(self) -> None:
         """Raises ValueError naming the first bad setting."""
@@ -68,6 +69,8 @@ class TrainConfig:
                              f"got {self.learning_rate}")
         if self.patience < 0:
             raise ValueError(f"patience must be 0 (never stop early) or more, got {self.patience}")
+        if self.freeze_epochs < 0:
+            raise ValueError(f"freeze_epochs must be 0 (nothing frozen) or more, got {self.freeze_epochs}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 

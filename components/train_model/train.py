@@ -5,8 +5,8 @@ label smoothing and augmentation; the tutorial's is one of them. After every epo
 scored on the validation videos as evaluation scores test videos (the mean logits of each
 video's evenly spaced clips), the kept epoch and early stopping are decided (``selection``), and
 the epoch is checkpointed (``checkpoints``); started again with the same checkpoint folder,
-training resumes after the last completed epoch. The output is a model folder
-(``model_folder``) holding the kept epoch.
+training resumes after the last completed epoch. Given an init model, training starts from its
+weights (``warm_start``). The output is a model folder (``model_folder``) holding the kept epoch.
 """
 
 import dataclasses
@@ -22,6 +22,7 @@ import keras
 import tensorflow as tf
 
 from components.common import MANIFEST, file_sha256, read_manifest, write_json
+from components.train_model import warm_start
 from components.train_model.checkpoints import Checkpoints, TrainingDivergedError
 from components.train_model.config import RESUMABLE_CHANGES, TrainConfig
 from components.train_model.export import SAVED_MODEL_DIR, export_saved_model
@@ -100,21 +101,28 @@ class EpochEnd(keras.callbacks.Callback):
 
 def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir: str = "",
           tensorboard_dir: Path | None = None,
-          callbacks: Sequence[keras.callbacks.Callback] = ()) -> TrainingResult:
+          callbacks: Sequence[keras.callbacks.Callback] = (), init_model: str = "") -> TrainingResult:
     """Trains, or resumes from ``checkpoint_dir``, and writes the model folder.
 
     Without ``checkpoint_dir``, checkpoints go to ``model_dir/checkpoints``, so a retried task
     whose output folder survives (a mounted bucket or volume) resumes too. A run that stopped
     early resumes when its new ``patience`` would not have stopped it. ``callbacks`` are called
-    after the stage's own at each epoch's end.
+    after the stage's own at each epoch's end. ``init_model`` is a model folder to start from.
     """
     config.check()
     frames_dir, model_dir = Path(frames_dir), Path(model_dir)
     manifest = read_manifest(frames_dir)
     classes = manifest["classes"]
+    if config.freeze_epochs and not init_model:
+        raise ValueError(f"freeze_epochs {config.freeze_epochs} freezes the body of an init model: "
+                         "give one (--init-model), or leave freeze_epochs at 0")
+    init = warm_start.load(init_model) if init_model else None
+    if init:
+        warm_start.check_clips(init, manifest, frames_dir)
     fingerprint = {k: v for k, v in dataclasses.asdict(config).items() if k not in RESUMABLE_CHANGES}
     checkpoints = Checkpoints(checkpoint_dir or str(model_dir / DEFAULT_CHECKPOINTS),
-                              {**fingerprint, "dataset": file_sha256(frames_dir / MANIFEST)})
+                              {**fingerprint, "dataset": file_sha256(frames_dir / MANIFEST),
+                               **(init.fingerprint if init else {})})
     state = checkpoints.load_state()
     state["stopped_early"] = state["stopped_early"] and should_stop(state, config.patience,
                                                                     config.settings.warmup_epochs)
@@ -126,7 +134,8 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
         log.info("%s already holds %d epochs%s: nothing left to train", checkpoints.folder.uri,
                  state["epoch"], " (stopped early)" if state["stopped_early"] else "")
     else:
-        fit(frames_dir, manifest, config, checkpoints, state, strategy, precision, tensorboard_dir, callbacks)
+        fit(frames_dir, manifest, config, checkpoints, state, strategy, precision, tensorboard_dir, callbacks,
+            init)
 
     model_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=model_dir) as tmp:
@@ -165,6 +174,7 @@ def compiled_model(manifest: dict, config: TrainConfig, steps_per_epoch: int) ->
         learning_rate = keras.optimizers.schedules.CosineDecay(
             0.0, decay_steps=max(1, config.epochs * steps_per_epoch - warmup), alpha=0.01,
             warmup_target=recipe.learning_rate, warmup_steps=warmup)
+    learning_rate = warm_start.learning_rate(learning_rate, config.freeze_epochs, steps_per_epoch)
     if recipe.weight_decay:
         optimizer = keras.optimizers.AdamW(learning_rate, weight_decay=recipe.weight_decay)
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
@@ -178,8 +188,9 @@ def compiled_model(manifest: dict, config: TrainConfig, steps_per_epoch: int) ->
 
 def fit(frames_dir: Path, manifest: dict, config: TrainConfig, checkpoints: Checkpoints, state: dict,
         strategy: tf.distribute.Strategy, precision: str, tensorboard_dir: Path | None,
-        callbacks: Sequence[keras.callbacks.Callback]) -> None:
-    """Builds the model, or loads the last checkpoint's, and trains the epochs left."""
+        callbacks: Sequence[keras.callbacks.Callback], init: warm_start.InitModel | None = None) -> None:
+    """Builds the model (from ``init``'s weights where given), or loads the last checkpoint's,
+    and trains the epochs left."""
     keras.utils.set_random_seed(config.seed + state["epoch"])
     global_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(precision)
@@ -193,11 +204,14 @@ def fit(frames_dir: Path, manifest: dict, config: TrainConfig, checkpoints: Chec
             else:
                 steps_per_epoch = math.ceil(manifest["counts"]["train"] / batch_size)
                 model = compiled_model(manifest, config, steps_per_epoch)
+                if init:
+                    warm_start.start_from(model, init, manifest["classes"])
         log.info("training %s (%d parameters, %s, %d replica(s), batch %d, recipe %s) on %d clips, "
                  "epochs %d to %d", model.name, model.count_params(), precision,
                  strategy.num_replicas_in_sync, batch_size, config.recipe, manifest["counts"]["train"],
                  state["epoch"] + 1, config.epochs)
-        callbacks = [EpochEnd(frames_dir, batch_size, checkpoints, state, config.patience,
+        callbacks = [*warm_start.callbacks(config.freeze_epochs),
+                     EpochEnd(frames_dir, batch_size, checkpoints, state, config.patience,
                               recipe.warmup_epochs), *callbacks]
         if tensorboard_dir is not None:
             callbacks.append(keras.callbacks.TensorBoard(str(tensorboard_dir)))
