@@ -13,8 +13,9 @@ from pathlib import Path
 from components.common import setup_logging
 from components.images import ImageError
 from components.serve_model import config as serving
+from components.storage import is_remote
 from pipelines.local_runner import RUNNERS
-from pipelines.targets import PLATFORMS, RESOURCES, Target, TargetError
+from pipelines.targets import PLATFORMS, RESOURCES, SWEEP_PARALLELISM, Target, TargetError
 
 PIPELINE_COMMANDS = ("compile", "run", "demo", "submit", "doctor")  # those that build the pipeline
 
@@ -65,6 +66,15 @@ def add_target_flags(parser: argparse.ArgumentParser, cluster: bool) -> None:
     group.add_argument("--extract-parts", type=int, default=1,
                        help="extract frames in this many pods (a ParallelFor and a gather step above 1; "
                             "needs Kubeflow Pipelines 2.14 or newer) (default: 1)")
+    group.add_argument("--sweep", action="append", default=[], metavar="NAME=V1,V2",
+                       help="train a trial per combination of these values of a training setting (repeat "
+                            "per setting) and keep the one of the lowest validation loss; needs Kubeflow "
+                            "Pipelines 2.14 or newer")
+    group.add_argument("--sweep-parallelism", type=int, default=SWEEP_PARALLELISM, metavar="N",
+                       help="trials trained at once, 0 for all (default: %(default)s)")
+    group.add_argument("--init-model", default="", metavar="URI",
+                       help="start training from this model folder of an earlier run (local, gs://, s3://), "
+                            "imported as an input artifact (default: random weights)")
     if not cluster:
         return
     group.add_argument("--registry", help="the registry the cluster pulls the images from "
@@ -104,8 +114,11 @@ def stage_resources(text: str) -> tuple[str, str, str]:
 def target_of(args: argparse.Namespace, platform: str) -> Target:
     cluster = {name: getattr(args, name, "") for name in ("checkpoint_pvc", "s3_secret", "s3_endpoint",
                                                           "vertex_parent_model", "vertex_endpoint")}
+    init_model = args.init_model if not args.init_model or is_remote(args.init_model) \
+        else str(Path(args.init_model).resolve())
     return Target(platform=platform, extract_parts=args.extract_parts,
-                  resources=tuple(getattr(args, "resources", ())), **cluster)
+                  resources=tuple(getattr(args, "resources", ())), sweep=tuple(args.sweep),
+                  sweep_parallelism=args.sweep_parallelism, init_model=init_model, **cluster)
 
 
 def add_runner_flag(parser: argparse.ArgumentParser) -> None:
@@ -126,6 +139,7 @@ def compile_command(args: argparse.Namespace) -> None:
     else:
         target = target_of(args, args.target)
         target.check()
+        target.check_params({})
         output = args.output or Path(f"video_classification-{args.target}.yaml")
         path = compile_pipeline(output, target, cluster_images(args.registry))
     logging.getLogger("videoclf").info("wrote %s", path)
@@ -134,14 +148,14 @@ def compile_command(args: argparse.Namespace) -> None:
 def run_command(args: argparse.Namespace) -> None:
     from pipelines.local_runner import print_summary, run_local
 
-    print_summary(run_local(pipeline_args(args), args.output, args.runner, args.extract_parts))
+    print_summary(run_local(pipeline_args(args), args.output, args.runner, target_of(args, "kubeflow")))
 
 
 def demo_command(args: argparse.Namespace) -> None:
     from pipelines.demo import run_demo
     from pipelines.local_runner import print_summary
 
-    print_summary(run_demo(args.output, args.runner, args.extract_parts, **pipeline_args(args)))
+    print_summary(run_demo(args.output, args.runner, target_of(args, "kubeflow"), **pipeline_args(args)))
 
 
 def submit_command(args: argparse.Namespace) -> None:

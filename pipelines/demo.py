@@ -11,6 +11,7 @@ from pathlib import Path
 from pipelines.demo_data import DIRECTIONS, make_demo_zip
 from pipelines.local_runner import run_local
 from pipelines.range_server import serve_directory
+from pipelines.targets import DEFAULT_TARGET, Target
 
 ZIP_NAME = "UCF101_demo.zip"
 DEMO_PARAMS = {
@@ -31,11 +32,12 @@ DEMO_PARAMS = {
 GROUPS, CLIPS_PER_GROUP = 20, 6  # 120 clips per class: enough whole groups for 50/20/30
 
 
-def run_demo(output_dir: Path, runner: str = "subprocess", extract_parts: int = 1, **overrides) -> dict:
-    """Makes the demo zip, serves it on loopback and runs the pipeline on it with ``runner``."""
-    params = {**DEMO_PARAMS, **overrides}
+def run_demo(output_dir: Path, runner: str = "subprocess", target: Target = DEFAULT_TARGET,
+             **overrides) -> dict:
+    """Makes the demo zip, serves it on loopback and runs the pipeline compiled for ``target`` on
+    it with ``runner``; a setting the target sweeps takes the sweep's values, not the demo's."""
+    params = {**{k: v for k, v in DEMO_PARAMS.items() if k not in target.swept}, **overrides}
     with tempfile.TemporaryDirectory(prefix="videoclf-demo-") as tmp:
         make_demo_zip(Path(tmp) / ZIP_NAME, groups=GROUPS, clips_per_group=CLIPS_PER_GROUP)
         with serve_directory(Path(tmp)) as base_url:
-            return run_local({**params, "source_url": f"{base_url}/{ZIP_NAME}"}, output_dir, runner,
-                             extract_parts)
+            return run_local({**params, "source_url": f"{base_url}/{ZIP_NAME}"}, output_dir, runner, target)

@@ -2,7 +2,9 @@
 
 Read from each task's ``executor_output.json`` and the lineage metadata that every component
 writes on its artifacts (``components.common.lineage``): ``inputs`` names the URIs an artifact
-was made from, so an edge joins the task that wrote such a URI to the task that read it.
+was made from, so an edge joins the task that wrote such a URI to the task that read it. An
+input that no task of the run wrote (an init model imported from an earlier run) is listed with
+its URI.
 """
 
 import json
@@ -39,6 +41,18 @@ def edges(tasks: list[dict]) -> list[tuple[str, str, str]]:
     return sorted(found)
 
 
+def imported(tasks: list[dict]) -> list[tuple[str, str, str]]:
+    """``(consumer task, input name, URI)`` for every input that no task of the run wrote."""
+    produced = {a["uri"] for t in tasks for a in t["artifacts"]}
+    found = set()
+    for task in tasks:
+        for artifact in task["artifacts"]:
+            for name, uris in artifact["metadata"].get("inputs", {}).items():
+                found |= {(task["task"], name, uri) for uri in ([uris] if isinstance(uris, str) else uris)
+                          if uri not in produced}
+    return sorted(found)
+
+
 def depths(tasks: list[dict], links: list[tuple[str, str, str]]) -> dict[str, int]:
     """Each task's column: one more than the deepest task it reads from."""
     depth = {t["task"]: 0 for t in tasks}
@@ -51,10 +65,13 @@ def depths(tasks: list[dict], links: list[tuple[str, str, str]]) -> dict[str, in
 def describe(tasks: list[dict], links: list[tuple[str, str, str]]) -> str:
     """The graph as text, tasks in data-flow order."""
     depth = depths(tasks, links)
+    outside = imported(tasks)
     lines = []
     for task in sorted(tasks, key=lambda t: (depth[t["task"]], t["task"])):
         lines.append(task["task"])
         lines += [f"  <- {name} from {source}" for source, target, name in links if target == task["task"]]
+        lines += [f"  <- {name} imported from {uri}" for consumer, name, uri in outside
+                  if consumer == task["task"]]
         for artifact in task["artifacts"]:
             meta = artifact["metadata"]
             facts = [f"sha256 {meta['sha256'][:12]}"] if "sha256" in meta else []

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from components.common import atomic_write_bytes, write_json
+from pipelines.targets import DEFAULT_TARGET, Target
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +92,13 @@ def as_parameter_types(pipeline, params: dict) -> dict:
             for name, value in params.items()}
 
 
-def run_local(params: dict, output_dir: Path, runner: str = "subprocess", extract_parts: int = 1) -> dict:
-    """Runs the pipeline with ``params`` on ``runner`` (``subprocess`` or ``docker``), extracting
-    frames in ``extract_parts`` parts; returns the summary it also writes to ``output_dir``."""
+def run_local(params: dict, output_dir: Path, runner: str = "subprocess",
+              target: Target = DEFAULT_TARGET) -> dict:
+    """Runs the pipeline compiled for ``target`` (its extraction parts, sweep and init model)
+    with ``params`` on ``runner`` (``subprocess`` or ``docker``); returns the summary it also
+    writes to ``output_dir``."""
     from kfp import local
 
-    from pipelines.targets import Target
     from pipelines.video_classification import build_pipeline
 
     output_dir = Path(output_dir).resolve()
@@ -108,11 +110,13 @@ def run_local(params: dict, output_dir: Path, runner: str = "subprocess", extrac
     warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
+    target.check()
+    target.check_swept(params)
     with (docker_runner() if runner == "docker"
           else contextlib.nullcontext(local.SubprocessRunner(use_venv=False))) as kfp_runner:
         local.init(runner=kfp_runner, pipeline_root=str(output_dir), raise_on_error=True)
         log.info("running the pipeline locally with the %s runner; artifacts go to %s", runner, output_dir)
-        pipeline = build_pipeline(Target(extract_parts=extract_parts))
+        pipeline = build_pipeline(target)
         outputs = pipeline(**as_parameter_types(pipeline, params)).outputs
     test = outputs["test_metrics"].metadata
     training = outputs["training_metrics"].metadata
@@ -134,10 +138,14 @@ def run_local(params: dict, output_dir: Path, runner: str = "subprocess", extrac
                                  outputs["confusion_matrix_plot"].path),
         "learning_curves": link(run_dir / "learning_curves.html", outputs["learning_curves"].path),
         "summary": link(run_dir / "summary.md", outputs["summary"].path),
-        "tensorboard": outputs["tensorboard"].path,
         "run_dir": str(run_dir),
         "params": params,
     }
+    if "tensorboard" in outputs:
+        summary["tensorboard"] = outputs["tensorboard"].path
+    if "trials" in outputs:  # a sweep: every trial's settings and scores, and the one kept
+        summary["trials"] = link(run_dir / "trials.md", outputs["trials"].path)
+        summary["kept_trial"] = outputs["model"].metadata["trial"]
     write_json(output_dir / SUMMARY_FILE, summary)
     return summary
 

@@ -13,6 +13,9 @@ Kubeflow Pipelines and Vertex AI read the same pipeline spec differently:
 - The backend version: the spec needs features the open-source backend gained over time.
 - Each task's CPU and memory (``RESOURCES``, overridable per stage): requested and as the limit,
   from which Vertex AI sizes its machine.
+- A sweep (``sweep``): a ``dsl.ParallelFor`` of training tasks over a grid of settings and a step
+  that keeps one trial (on Vertex AI within its limit on collected artifacts); and a warm start
+  (``init_model``): a model folder imported as an input artifact of training.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ CHECKPOINT_MOUNT = "/videoclf-checkpoints"  # where a checkpoint PVC is mounted 
 # requests 0.1 CPU (backend/src/v2/compiler/argocompiler/argo.go, launcherResources), which the
 # scheduler counts as the larger of it and the main container, not on top.
 RESOURCES = {"download": ("1", "2Gi"), "extract": ("3", "8Gi"), "gather": ("1", "2Gi"),
-             "train": ("3", "10Gi"), "evaluate": ("2", "8Gi"), "deploy": ("0.5", "1Gi")}
+             "train": ("3", "10Gi"), "select": ("1", "2Gi"), "evaluate": ("2", "8Gi"),
+             "deploy": ("0.5", "1Gi")}
 CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
@@ -47,9 +51,22 @@ MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 #   (kubeflow/pipelines#11770), resource requests and the accelerator as placeholders
 #   (#11501, 2.4.0), job placeholders such as {{$.pipeline_job_uuid}} (#11599), and retry
 #   back-off on the Argo back end (#11673).
-# 2.14.0: with extraction fanned out over several pods, dsl.Collected artifact lists (#11725).
+# 2.14.0: with extraction fanned out over several pods, or a sweep, dsl.Collected artifact lists
+#   (#11725, "enable dsl.Collected for parameters & artifacts": backend/src/v2/driver/resolve.go,
+#   CollectInputs, which gathers a ParallelFor's iterations in order). A sweep's parallelism
+#   bound compiles to the loop template's Argo parallelism from 2.4.0 on
+#   (backend/src/v2/compiler/argocompiler/dag.go, iteratorPolicy.parallelismLimit, 2.4.0 to 2.17.0).
 MIN_BACKEND = "2.5.0"
 MIN_BACKEND_FAN_OUT = "2.14.0"
+
+# Vertex AI Pipelines refuses a task whose collected input artifacts number more than 100:
+# "Maximum number of artifacts exceeded. Maximum allowed: 100" (kubeflow/kubeflow#7513, a
+# dsl.Collected over a ParallelFor of more than 100 iterations on Vertex AI Pipelines; Google
+# documents no other limit on a loop's iterations). A grid sweep's selection step collects two
+# artifacts a trial (its model and metrics), counted together: at most 50 trials.
+VERTEX_MAX_COLLECTED_ARTIFACTS = 100
+COLLECTED_PER_TRIAL = 2
+SWEEP_PARALLELISM = 4  # trials trained at once by default (each asks for the training task's GPU)
 
 # A Kubernetes resource name that a pod's limits accept for an extended resource: domain/name.
 K8S_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -92,6 +109,9 @@ class Target:
     vertex_parent_model: str = ""  # Vertex AI: a model whose new version a deploy uploads
     vertex_endpoint: str = ""  # Vertex AI: the endpoint a deploy serves on; else the one of its name
     resources: tuple[tuple[str, str, str], ...] = ()  # (stage, cpu, memory) in place of RESOURCES'
+    sweep: tuple[str, ...] = ()  # NAME=V1,V2 per swept training setting: a trial per grid point
+    sweep_parallelism: int = SWEEP_PARALLELISM  # trials at once; 0: all
+    init_model: str = ""  # a model folder to start training from, imported as an input artifact
 
     def check(self) -> None:
         """Raises TargetError naming the setting this platform cannot take."""
@@ -99,6 +119,7 @@ class Target:
             raise TargetError(f"target must be one of {', '.join(PLATFORMS)}, got {self.platform!r}")
         if self.extract_parts < 1:
             raise TargetError(f"extract_parts must be at least 1, got {self.extract_parts}")
+        self.check_sweep()
         if self.platform == "vertex":
             for flag, value in (("--checkpoint-pvc", self.checkpoint_pvc), ("--s3-secret", self.s3_secret),
                                 ("--s3-endpoint", self.s3_endpoint)):
@@ -120,8 +141,49 @@ class Target:
                 raise TargetError(f"{flag} must be a resource name, projects/P/locations/L/{kind}/ID, "
                                   f"got {value!r}")
 
+    @property
+    def grid(self) -> list[dict]:
+        """The sweep's trials: each grid point's settings and name (none without a sweep)."""
+        from components.train_model import sweep
+
+        try:
+            return sweep.grid(sweep.parse(self.sweep)) if self.sweep else []
+        except sweep.SweepError as e:
+            raise TargetError(str(e)) from e
+
+    @property
+    def swept(self) -> list[str]:
+        """The training settings the sweep sets."""
+        return [name for name in self.grid[0] if name != "trial"] if self.sweep else []
+
+    def check_sweep(self) -> None:
+        """Refuses a sweep this platform cannot run, naming the limit it passes."""
+        trials = len(self.grid)
+        if self.sweep_parallelism < 0:
+            raise TargetError(f"--sweep-parallelism must be 0 (all at once) or more, "
+                              f"got {self.sweep_parallelism}")
+        most = VERTEX_MAX_COLLECTED_ARTIFACTS // COLLECTED_PER_TRIAL
+        if self.platform == "vertex" and trials > most:
+            raise TargetError(
+                f"the sweep has {trials} trials, but Vertex AI gathers at most "
+                f"{VERTEX_MAX_COLLECTED_ARTIFACTS} artifacts into one task ({COLLECTED_PER_TRIAL} a trial: "
+                f"at most {most} trials): sweep fewer values")
+
+    def check_swept(self, params: dict) -> None:
+        """Refuses a run parameter that the sweep sets in each trial."""
+        given = [name for name in self.swept if name in params]
+        if given:
+            raise TargetError(f"--{given[0].replace('_', '-')} is swept (--sweep {given[0]}=...): each trial "
+                              "takes its value from the sweep; drop the parameter")
+
     def check_params(self, params: dict) -> None:
         """Refuses run parameters this platform would not run as meant."""
+        self.check_swept(params)
+        kept = ("gs://",) if self.platform == "vertex" else ("gs://", "s3://")
+        if self.init_model and not self.init_model.startswith(kept):
+            raise TargetError(f"--init-model {self.init_model!r} is not in a bucket the cluster reads: "
+                              f"give a {' or '.join(kept)} model folder, e.g. the model artifact of an "
+                              "earlier run")
         check_accelerator(self.platform, params.get("accelerator_type", self.default_accelerator))
         if not 0 <= params.get("min_accuracy", 0) <= 1:
             raise TargetError(f"min_accuracy is a test accuracy, from 0 to 1, got {params['min_accuracy']}")
@@ -163,7 +225,7 @@ class Target:
     @property
     def min_backend(self) -> str:
         """The oldest Kubeflow Pipelines backend that runs this spec."""
-        return MIN_BACKEND_FAN_OUT if self.extract_parts > 1 else MIN_BACKEND
+        return MIN_BACKEND_FAN_OUT if self.extract_parts > 1 or self.sweep else MIN_BACKEND
 
 
 DEFAULT_TARGET = Target()

@@ -13,7 +13,11 @@ written once, in the stages' settings (``SubsetSpec``, ``ClipSpec``, ``TrainConf
 the GPU request (a Kubernetes resource name on Kubeflow, a machine-spec enum on Vertex AI), the
 Kubernetes settings of the training pod, and the extraction fan-out. With one extraction part
 (the default) frames are extracted by one task; with more, a ``dsl.ParallelFor`` runs a pod per
-part and ``gather_frames`` merges them.
+part and ``gather_frames`` merges them. Without a sweep one task trains; with one, a
+``dsl.ParallelFor`` trains a trial per grid point on the frames extracted once (at most
+``sweep_parallelism`` at a time), and ``select_trial`` keeps the trial of the lowest kept
+validation loss, gathered with ``dsl.Collected``: only that model is evaluated and may be
+deployed. With an init model, a ``dsl.importer`` makes it an input artifact of training.
 
 Every task has CPU and memory requests equal to its limits (Vertex AI sizes its machine from the
 limits), as the target sets them (``pipelines.targets.RESOURCES``). The training task is retried
@@ -40,7 +44,7 @@ from typing import NamedTuple
 
 import yaml
 from kfp import compiler, dsl, kubernetes
-from kfp.dsl import HTML, Artifact, ClassificationMetrics, Markdown, Metrics, Model
+from kfp.dsl import HTML, Artifact, ClassificationMetrics, Markdown, Metrics, Model, PipelineTask
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from components import images
@@ -52,7 +56,7 @@ from components.extract_frames.config import MAX_FAILED_FRACTION, ClipSpec
 from components.serve_model import config as serving
 from components.serve_model.component import deploy_model
 from components.storage import S3_SECRET_KEYS
-from components.train_model.component import train_model
+from components.train_model.component import select_trial, train_model
 from components.train_model.config import TrainConfig
 from pipelines.targets import CHECKPOINT_MOUNT, DEFAULT_TARGET, Target, TargetError
 
@@ -60,7 +64,7 @@ PIPELINE_NAME = "video-action-classification"
 DESCRIPTION = "Action recognition on a UCF101 subset with a (2+1)D ResNet."
 COMPILED_YAML = Path(__file__).with_name("video_classification.yaml")
 TRAIN_RETRIES = 3
-IMAGE_OF = {"download": "data", "extract": "data", "gather": "data", "train": "trainer",
+IMAGE_OF = {"download": "data", "extract": "data", "gather": "data", "train": "trainer", "select": "trainer",
             "evaluate": "evaluator", "deploy": "serving"}  # the image each stage's task runs
 VERTEX_SERVING_MACHINE = "n1-standard-4"
 SUBSET, CLIPS, TRAIN = SubsetSpec(), ClipSpec(), TrainConfig()
@@ -78,12 +82,29 @@ class PipelineOutputs(NamedTuple):
     report: HTML
 
 
+class SweepOutputs(NamedTuple):
+    """A sweep's outputs: the kept trial's model, training metrics and curves, and every trial's
+    settings and scores."""
+    model: Model
+    training_metrics: Metrics
+    learning_curves: HTML
+    trials: Markdown
+    sweep: Metrics
+    test_metrics: Metrics
+    confusion_matrix: ClassificationMetrics
+    confusion_matrix_plot: Artifact
+    summary: Markdown
+    report: HTML
+
+
 def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] | None = None):
     """The pipeline for ``target``, its tasks running ``image_names`` (by default this
     checkout's images, ``components.images.image``)."""
     target.check()
     image_names = image_names or {name: images.image(name) for name in images.NAMES}
     serving_image = image_names["serving"]
+    grid, swept = target.grid, target.swept
+    outputs_type = SweepOutputs if grid else PipelineOutputs
 
     def place(task: dsl.PipelineTask, stage: str) -> dsl.PipelineTask:
         """Sets the task's image, CPU and memory, and its access to s3:// storage."""
@@ -126,6 +147,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
         blocks_per_stage: int = TRAIN.blocks_per_stage,
         precision: str = TRAIN.precision,
         patience: int = TRAIN.patience,
+        freeze_epochs: int = TRAIN.freeze_epochs,
         checkpoint_dir: str = "",
         accelerator_type: str = target.default_accelerator,
         accelerator_count: str = "1",  # a string: the KFP driver reads resource placeholders as strings
@@ -137,7 +159,7 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
         deploy_namespace: str = "",
         deploy_service_account: str = "",
         deploy_timeout_seconds: int = serving.READY_TIMEOUT_S,
-    ) -> PipelineOutputs:
+    ) -> outputs_type:
         download = place(download_subset(
             source_url=source_url, classes=classes, num_classes=num_classes, class_names=class_names,
             train_per_class=train_per_class, val_per_class=val_per_class, test_per_class=test_per_class,
@@ -160,40 +182,67 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
                                          max_failed_fraction=max_failed_fraction), "gather")
             frames = gather.outputs["frames"]
 
-        train = place(train_model(
-            frames=frames, epochs=epochs, batch_size=batch_size, recipe=recipe, learning_rate=learning_rate,
-            seed=seed, random_flip=random_flip, base_filters=base_filters,
-            blocks_per_stage=blocks_per_stage, precision=precision, patience=patience,
-            checkpoint_dir=checkpoint_dir,
-            checkpoint_volume=CHECKPOINT_MOUNT if target.checkpoint_pvc else "",
-            **({"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if target.checkpoint_pvc else {})), "train")
-        train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-        train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
-        if target.platform == "kubeflow":
-            kubernetes.add_node_selector_json(train, gpu_node_selector)
-            kubernetes.add_toleration_json(train, gpu_tolerations)
-            if target.checkpoint_pvc:
-                kubernetes.mount_pvc(train, pvc_name=target.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
+        settings = dict(epochs=epochs, batch_size=batch_size, recipe=recipe, learning_rate=learning_rate,
+                        seed=seed, random_flip=random_flip, base_filters=base_filters,
+                        blocks_per_stage=blocks_per_stage, precision=precision, patience=patience,
+                        freeze_epochs=freeze_epochs)
+        if target.init_model:
+            settings["init_model"] = dsl.importer(artifact_uri=target.init_model, artifact_class=Model,
+                                                  reimport=False).output
 
-        evaluate = place(evaluate_model(frames=frames, model=train.outputs["model"]), "evaluate")
+        def train_task(**arguments) -> PipelineTask:
+            train = place(train_model(
+                frames=frames, checkpoint_dir=checkpoint_dir,
+                checkpoint_volume=CHECKPOINT_MOUNT if target.checkpoint_pvc else "",
+                **({"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if target.checkpoint_pvc else {}),
+                **arguments), "train")
+            train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
+            train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
+            if target.platform == "kubeflow":
+                kubernetes.add_node_selector_json(train, gpu_node_selector)
+                kubernetes.add_toleration_json(train, gpu_tolerations)
+                if target.checkpoint_pvc:
+                    kubernetes.mount_pvc(train, pvc_name=target.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
+            return train
+
+        if grid:
+            with dsl.ParallelFor(items=grid, parallelism=target.sweep_parallelism, name="sweep") as point:
+                train = train_task(**{**settings, **loop_settings(point, swept)}, trial=point.trial)
+                # The GPU's placeholders name pipeline parameters that the SDK does not pass into a
+                # loop by itself (set_accelerator_type keeps only their text: kfp 2.17.0,
+                # sdk/python/kfp/dsl/pipeline_task.py); registered, the loop's DAG takes them as inputs.
+                train.register_pipeline_channels([accelerator_type, accelerator_count])
+            trained = place(select_trial(models=dsl.Collected(train.outputs["model"]),
+                                         metrics=dsl.Collected(train.outputs["metrics"]), swept=swept),
+                            "select")
+        else:
+            trained = train_task(**settings)
+        model = trained.outputs["model"]
+
+        evaluate = place(evaluate_model(frames=frames, model=model), "evaluate")
 
         # Deployed when asked, and when the test accuracy reaches min_accuracy.
         with (dsl.If(deploy == True, name="deploy-asked"),  # noqa: E712 (a condition KFP compiles)
               dsl.If(evaluate.outputs["test_accuracy"] >= min_accuracy, name="accurate-enough")):
             if target.platform == "kubeflow":
                 place(deploy_model(
-                    model=train.outputs["model"], name=deploy_name, namespace=deploy_namespace,
+                    model=model, name=deploy_name, namespace=deploy_namespace,
                     service_account=deploy_service_account, timeout_seconds=deploy_timeout_seconds,
                     serving_image=serving_image, s3_endpoint=target.s3_endpoint,
                     s3_secret=target.s3_secret), "deploy").set_caching_options(False)
             else:
-                deploy_on_vertex(train.outputs["model"], deploy_name, image_names, target)
+                deploy_on_vertex(model, deploy_name, image_names, target)
 
-        return PipelineOutputs(
-            model=train.outputs["model"],
-            training_metrics=train.outputs["metrics"],
-            learning_curves=train.outputs["learning_curves"],
-            tensorboard=train.outputs["tensorboard"],
+        if grid:
+            training = {"training_metrics": trained.outputs["training_metrics"],
+                        "trials": trained.outputs["trials"], "sweep": trained.outputs["sweep_metrics"]}
+        else:
+            training = {"training_metrics": trained.outputs["metrics"],
+                        "tensorboard": trained.outputs["tensorboard"]}
+        return outputs_type(
+            model=model,
+            learning_curves=trained.outputs["learning_curves"],
+            **training,
             test_metrics=evaluate.outputs["metrics"],
             confusion_matrix=evaluate.outputs["confusion_matrix"],
             confusion_matrix_plot=evaluate.outputs["confusion_matrix_plot"],
@@ -202,6 +251,19 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
         )
 
     return video_classification_pipeline
+
+
+def loop_settings(point: PipelineChannel, swept: list[str]) -> dict[str, PipelineChannel]:
+    """The swept settings of a sweep's loop item, each typed as its setting (KFP types a field
+    of a dict item as a string; the backend hands over the item's JSON value as it is)."""
+    from components.train_model.sweep import setting_types
+
+    kfp_types = {int: "Integer", float: "Float", bool: "Boolean", str: "String"}
+    channels = {}
+    for name in swept:
+        channels[name] = getattr(point, name)
+        channels[name].channel_type = kfp_types[setting_types()[name]]
+    return channels
 
 
 def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, image_names: dict[str, str],

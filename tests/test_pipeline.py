@@ -84,7 +84,8 @@ def test_yaml_has_typed_executors_and_a_gpu_on_training(tmp_path):
                  for name, c in components.items()}
     assert artifacts["comp-download-subset"] == {"dataset": "system.Dataset"}
     assert artifacts["comp-extract-frames"] == {"videos": "system.Dataset", "frames": "system.Dataset"}
-    assert artifacts["comp-train-model"] == {"frames": "system.Dataset", "model": "system.Model",
+    assert artifacts["comp-train-model"] == {"frames": "system.Dataset", "init_model": "system.Model",
+                                             "model": "system.Model",
                                              "metrics": "system.Metrics",
                                              "learning_curves": "system.HTML",
                                              "tensorboard": "system.Artifact"}
@@ -403,7 +404,9 @@ def test_cli_compile_writes_the_same_yaml(tmp_path):
 
 def test_end_to_end_local_run(tmp_path, kube_api):
     """The whole pipeline under kfp.local, through the CLI, at a tiny size, deployed to a
-    loopback Kubernetes API as its accuracy passes the gate, and waited for until Ready."""
+    loopback Kubernetes API as its accuracy passes the gate, and waited for until Ready. Training
+    is a sweep of two trials, one of which cannot learn (a learning rate of 1e-9; 0 is the
+    recipe's own): the other is kept, and it alone is evaluated and deployed."""
     isvc = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
     kube_api.statuses[f"{isvc}/video-classifier"] = [
         {}, {"url": "http://video-classifier.default.example.com",
@@ -413,7 +416,8 @@ def test_end_to_end_local_run(tmp_path, kube_api):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), *LEARNABLE_DEMO,
-         "--extract-parts", "2", "--deploy", "true", "--min-accuracy", str(BETTER_THAN_CHANCE)],
+         "--extract-parts", "2", "--sweep", "learning_rate=0,1e-9", "--deploy", "true",
+         "--min-accuracy", str(BETTER_THAN_CHANCE)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
@@ -429,26 +433,41 @@ def test_end_to_end_local_run(tmp_path, kube_api):
     model, classes = load_model(Path(summary["model"]).parent)
     assert classes == summary["classes"] and model.output_shape == (None, 4)
 
-    # Lineage: every artifact names its producer, parameters, inputs and content hash.
+    # The sweep: the trial that learns is kept on validation, evaluation ran once (on its model),
+    # and the table lists both trials.
     from components.common import file_sha256
 
     run_dir = Path(summary["run_dir"])
-    outputs = json.loads((run_dir / "train-model" / "executor_output.json").read_text())
+    assert summary["kept_trial"] == "trial-0"
+    rows = [line.split("|")[1:-1] for line in Path(summary["trials"]).read_text().splitlines()
+            if line.startswith("| trial-")]
+    assert [(cells[0].strip(), float(cells[1]), cells[-1].strip()) for cells in rows] == [
+        ("trial-0", 0.0, "yes"), ("trial-1", 1e-9, "")]
+    assert float(rows[0][3]) < float(rows[1][3])  # the kept validation losses
+    assert [p.relative_to(run_dir) for p in run_dir.glob("**/evaluate-model")] == [Path("evaluate-model")]
+    [trial_0] = run_dir.glob("for-loop-*-iteration-0/train-model")
+    assert file_sha256(Path(summary["model"])) == file_sha256(trial_0 / "model" / "model.keras")
+    with open(summary["report"]) as f:
+        assert "<h2>Sweep</h2>" in f.read()
+
+    # Lineage: every artifact names its producer, parameters, inputs and content hash.
+    outputs = json.loads((trial_0 / "executor_output.json").read_text())
     meta = outputs["artifacts"]["model"]["artifacts"][0]["metadata"]
     assert meta["producer"] == "train_model" and meta["parameters"]["epochs"] == 14
     assert meta["inputs"] == {"frames": str(run_dir / "gather-frames" / "frames")}
-    assert meta["sha256"] == file_sha256(Path(summary["model"]))
+    assert meta["sha256"] == file_sha256(trial_0 / "model" / "model.keras")
     lineage = subprocess.run([sys.executable, "-c", CORE_ONLY + "main()", "lineage", str(run_dir)],
                              capture_output=True, text=True, timeout=120)
     assert lineage.returncode == 0, lineage.stderr
     text = "\n" + lineage.stdout
     for edge in ("<- videos from download-subset", r"<- parts from for-loop-\d+-iteration-0/extract-frames",
                  r"<- parts from for-loop-\d+-iteration-1/extract-frames", "<- frames from gather-frames",
-                 "<- model from train-model"):
+                 r"<- trials from for-loop-\d+-iteration-0/train-model",
+                 r"<- trials from for-loop-\d+-iteration-1/train-model", "<- model from select-trial"):
         assert re.search(edge, text), edge
-    stages = ["\ndownload-subset", "\ngather-frames", "\ntrain-model", "\nevaluate-model"]
+    stages = ["\ndownload-subset", "\ngather-frames", "/train-model", "\nselect-trial", "\nevaluate-model"]
     assert [text.index(s) for s in stages] == sorted(text.index(s) for s in stages)
-    assert text.index("\ndeploy-model") > text.index("\ntrain-model")
+    assert text.index("\ndeploy-model") > text.index("\nselect-trial")
     assert "<svg" in (run_dir / "lineage.svg").read_text()
 
     # The deploy gate passed: the InferenceService of its manifest artifact was created, and the
@@ -462,19 +481,27 @@ def test_end_to_end_local_run(tmp_path, kube_api):
     assert container["args"][:2] == ["--model", str(Path(summary["model"]).parent)]
 
 
-def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, demo_zip, tmp_path, kube_api):
-    """videoclf run with the source zip and the checkpoints in gs:// (the Cloud Storage emulator)
-    or s3:// (moto's S3 server, as a MinIO would be reached), through fsspec; asked to deploy a
-    model of one epoch only if it is perfect, it deploys nothing and the run succeeds."""
+def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, demo_zip, model_dir, tmp_path,
+                                                                      kube_api):
+    """videoclf run with the source zip, the checkpoints and the init model in gs:// (the Cloud
+    Storage emulator) or s3:// (moto's S3 server, as a MinIO would be reached), through fsspec;
+    asked to deploy a model of one epoch only if it is perfect, it deploys nothing and the run
+    succeeds."""
     import fsspec
+
+    from components.common import file_sha256
+    from components.train_model.model_folder import CLASSES_FILE, MODEL_FILE, SAMPLING_FILE
 
     fs = fsspec.filesystem(bucket.split("://")[0])
     fs.put_file(str(demo_zip), f"{bucket}/datasets/UCF101.zip")
+    for name in (MODEL_FILE, CLASSES_FILE, SAMPLING_FILE):
+        fs.put_file(str(Path(model_dir) / name), f"{bucket}/runs/0/model/{name}")
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "run", "--output", str(tmp_path), "--source-url",
          f"{bucket}/datasets/UCF101.zip", "--checkpoint-dir", f"{bucket}/checkpoints/run-1",
          "--num-classes", "4", "--train-per-class", "4", "--val-per-class", "2", "--test-per-class", "2",
-         "--n-frames", "4", "--height", "32", "--width", "32", "--epochs", "1", "--random-flip", "false",
+         "--n-frames", "4", "--frame-step", "2", "--height", "32", "--width", "32", "--epochs", "1",
+         "--random-flip", "false", "--init-model", f"{bucket}/runs/0/model",
          "--deploy", "true", "--min-accuracy", "1.0"],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -485,6 +512,12 @@ def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, de
     fs.invalidate_cache()
     state = json.loads(fs.cat_file(f"{bucket}/checkpoints/run-1/state.json"))
     assert state["epoch"] == 1 and fs.exists(f"{bucket}/checkpoints/run-1/{state['best']}")
+    # The init model reached training through the pipeline's importer: its weights started the
+    # run (their hash is in the checkpoint's fingerprint) and the model names it as an input.
+    assert state["fingerprint"]["init_model"] == file_sha256(Path(model_dir) / MODEL_FILE)
+    outputs = json.loads((Path(summary["run_dir"]) / "train-model" / "executor_output.json").read_text())
+    assert outputs["artifacts"]["model"]["artifacts"][0]["metadata"]["inputs"]["init_model"] == \
+        f"{bucket}/runs/0/model"
     videos = Path(summary["run_dir"]) / "download-subset" / "dataset"
     manifest = json.loads((videos / "manifest.json").read_text())
     assert manifest["source"] == f"{bucket}/datasets/UCF101.zip" and manifest["counts"]["train"] == 16

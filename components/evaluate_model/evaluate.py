@@ -5,6 +5,8 @@ spaced clips), in a fixed order: the same model on the same data gives the same 
 come from scikit-learn: top-1 (and top-5 from 5 classes up), macro and weighted precision,
 recall and F1, per-class precision, recall, F1 and support, and the confusion matrix. They are
 written as KFP metrics, a Markdown summary, seaborn heatmaps and a self-contained HTML report.
+A model that a sweep kept carries every trial's settings and validation scores, which the
+summary and the report show.
 """
 
 import dataclasses
@@ -44,7 +46,8 @@ def evaluate(model_dir: Path, frames_dir: Path) -> Evaluation:
     """Scores the model folder's model on the test split of the extracted frames, with notes on
     classes never predicted and on a kept model whose validation score could be chance."""
     from components.reports import learning_curves_png
-    from components.train_model.model_folder import HISTORY_FILE, SELECTION_FILE, read
+    from components.train_model.model_folder import HISTORY_FILE, SELECTION_FILE, TRIALS_FILE, read
+    from components.train_model.sweep import from_record, table
 
     logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=STRIP_CLIPS)
     results = score(logits, labels, classes)
@@ -58,8 +61,10 @@ def evaluate(model_dir: Path, frames_dir: Path) -> Evaluation:
             np.stack(list(examples.values())), labels[list(examples)],
             logits[list(examples)].argmax(axis=1), classes),
     }
-    return Evaluation(results, classes, len(labels), heatmap, summary_markdown(results),
-                      report_html(results, figures))
+    has_sweep = (Path(model_dir) / TRIALS_FILE).is_file()
+    sweep = table(*from_record(read(model_dir, TRIALS_FILE))) if has_sweep else ""
+    summary = summary_markdown(results) + (f"\n{sweep}" if sweep else "")
+    return Evaluation(results, classes, len(labels), heatmap, summary, report_html(results, figures, sweep))
 
 
 def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_size: int = 8,
@@ -192,9 +197,10 @@ def summary_markdown(results: dict) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def report_html(results: dict, figures: dict[str, bytes]) -> str:
-    """The evaluation report: headline numbers, per-class table, notes, most confused pairs and
-    the figures given (title -> PNG), all in one file."""
+def report_html(results: dict, figures: dict[str, bytes], sweep: str = "") -> str:
+    """The evaluation report: headline numbers, per-class table, notes, most confused pairs, the
+    sweep's trials (its Markdown table) where a sweep kept the model, and the figures given
+    (title -> PNG), all in one file."""
     import html
 
     from components.reports import img_tag, page, table
@@ -211,4 +217,18 @@ def report_html(results: dict, figures: dict[str, bytes]) -> str:
     images = "".join(f"<h2>{title}</h2>{img_tag(png, title)}" for title, png in figures.items())
     return page("Video classification: test evaluation",
                 f"<h2>Headline</h2>{headline}<h2>Per class</h2>{per_class}{notes}"
-                f"<h2>Most confused pairs</h2>{confused}{images}")
+                f"<h2>Most confused pairs</h2>{confused}{sweep_html(sweep)}{images}")
+
+
+def sweep_html(sweep: str) -> str:
+    """The sweep's Markdown (a heading, a sentence and a table) as HTML."""
+    import html
+
+    from components.reports import table
+
+    if not sweep:
+        return ""
+    lines = [line for line in sweep.splitlines() if line]
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines if line.startswith("|")]
+    return (f"<h2>Sweep</h2><p>{html.escape(lines[1])}</p>"
+            + table(rows[0], rows[2:]))

@@ -4,7 +4,8 @@
 which ``load_model`` does); ``saved_model/`` the same as a TensorFlow SavedModel (``export.py``);
 ``classes.json`` the class of each logit; ``history.json`` the metrics of every epoch;
 ``selection.json`` which epoch was kept and whether its score could be chance; ``sampling.json``
-how clips were sampled, so that new videos are sampled as the test videos were.
+how clips were sampled, so that new videos are sampled as the test videos were; ``trials.json``,
+in the model a sweep kept, every trial's settings and scores (``sweep.record``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ CLASSES_FILE = "classes.json"
 HISTORY_FILE = "history.json"
 SELECTION_FILE = "selection.json"
 SAMPLING_FILE = "sampling.json"
+TRIALS_FILE = "trials.json"
 # What prediction needs to sample a video as the training videos were: the frame shape, the
 # step in frames or the seconds a clip covers, the training videos' frame rate, and how many
 # evenly spaced clips a test video had.
