@@ -115,7 +115,9 @@ def backend(client, host: str, target: Target) -> tuple[Check, dict]:
         return Check("backend", "unknown", f"{host} reports version {tag!r} ({mode})",
                      f"cannot check that it is {target.min_backend} or newer"), healthz
     if found < needed:
-        why = " (extraction over several pods needs dsl.Collected)" if target.extract_parts > 1 else ""
+        uses = [what for what, used in (("extraction over several pods", target.extract_parts > 1),
+                                        ("a sweep", bool(target.sweep))) if used]
+        why = f" ({' and '.join(uses)} need{'s' if len(uses) == 1 else ''} dsl.Collected)" if uses else ""
         return Check("backend", "problem", f"the Kubeflow Pipelines backend at {host} is {tag}; this "
                      f"pipeline needs {target.min_backend} or newer{why}",
                      "upgrade Kubeflow Pipelines"), healthz

@@ -177,6 +177,14 @@ def test_an_older_backend_is_refused_before_the_run(kfp_api, version, parts, ref
         assert any(path == "/apis/v2beta1/runs" for method, path, _ in api.requests)
 
 
+def test_a_sweep_is_refused_by_a_backend_that_cannot_collect_artifacts(kfp_api):
+    url, api = kfp_api
+    api.version = "2.13.0"
+    with pytest.raises(SystemExit, match=r"needs 2.14.0 or newer \(a sweep needs dsl.Collected\)"):
+        main(["submit", "--host", url, "--registry", REGISTRY, "--sweep", "learning_rate=1e-3,1e-4"])
+    assert not any(method == "POST" for method, _, _ in api.requests)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--host", "URL", "--accelerator-type", "NVIDIA_TESLA_T4"],
      r"not a Kubernetes resource name: on Kubeflow pass --accelerator-type nvidia.com/gpu .*"

@@ -151,3 +151,19 @@ def test_a_cluster_run_refuses_an_init_model_on_this_machines_disk():
         Target("vertex", init_model="/home/me/runs/model").check_params({})
     with pytest.raises(TargetError, match="give a gs:// model folder"):
         Target("vertex", init_model="s3://bucket/model").check_params({})
+
+
+def test_lineage_names_an_imported_init_model_as_an_input_of_training():
+    from pipelines.lineage import describe, edges
+
+    def artifact(name: str, uri: str, **inputs) -> dict:
+        return {"name": name, "uri": uri, "metadata": {"inputs": inputs}}
+
+    tasks = [{"task": "extract-frames", "artifacts": [artifact("frames", "/run/extract-frames/frames")]},
+             {"task": "train-model", "artifacts": [artifact("model", "/run/train-model/model",
+                                                            frames="/run/extract-frames/frames",
+                                                            init_model="gs://bucket/runs/0/model")]}]
+    text = describe(tasks, edges(tasks))
+    assert text.splitlines()[2:4] == ["train-model", "  <- frames from extract-frames"]
+    assert "  <- init_model imported from gs://bucket/runs/0/model" in text.splitlines()
+    assert "imported" not in text.split("train-model")[0]  # frames came from the run itself
