@@ -255,6 +255,23 @@ def test_a_multi_user_server_gets_the_token_and_the_namespace(kfp_api, tmp_path,
     assert [path for method, path, _ in api.requests if method == "POST"].count("/apis/v2beta1/runs") == 2
 
 
+def test_the_run_runs_as_the_service_account_the_preflight_checked(kfp_api, kube_api):
+    """--service-account is the account the rights are asked as and the one the run's pods get:
+    the API server sets a run's ``service_account`` on its workflow, else its own default
+    (kubeflow/pipelines backend/src/apiserver/template/template.go, setDefaultServiceAccount, 2.17.0)."""
+    url, api = kfp_api
+    standalone_cluster(kube_api)
+    main(["submit", "--host", url, "--registry", REGISTRY, "--deploy", "true", "--service-account",
+          "videoclf-runner"])
+    reviews = [r for r in kube_api.requests if r["path"].endswith("selfsubjectaccessreviews")]
+    assert {r["user"] for r in reviews} == {"system:serviceaccount:kubeflow:videoclf-runner"}
+    run = next(body for method, path, body in api.requests if (method, path) == ("POST", "/apis/v2beta1/runs"))
+    assert run["service_account"] == "videoclf-runner"
+    main(["submit", "--host", url, "--registry", REGISTRY])
+    runs = [body for method, path, body in api.requests if (method, path) == ("POST", "/apis/v2beta1/runs")]
+    assert not runs[-1].get("service_account")  # the server's default
+
+
 def test_a_multi_user_run_needs_a_namespace(kfp_api):
     url, api = kfp_api
     api.token = "user-token"
