@@ -102,6 +102,10 @@ def test_the_inference_service_reads_a_kubeflow_artifact_from_the_launchers_stor
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": SERVING_PORT}
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert predictor["serviceAccountName"] == "pipeline-runner"
+    # The account's cloud identity, not its Kubernetes token, which would give a network-facing
+    # server the pipeline's rights; false is the one value Knative keeps (knative/serving
+    # pkg/apis/serving/fieldmask.go, PodSpecMask, knative-v1.23.0).
+    assert predictor["automountServiceAccountToken"] is False
     assert "batcher" not in predictor  # KServe's drops parameters and answers errors 200
     assert deploy.storage_uri("gs://bucket/model") == "gs://bucket/model"
     plain = deploy.inference_service("ucf10", "team-a", "serving:1", "gs://bucket/model")["spec"]["predictor"]

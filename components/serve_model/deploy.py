@@ -24,7 +24,8 @@ The predictor gets no batcher: KServe's (``pkg/batcher/handler.go``) forwards on
 ``instances`` of the requests it merges, dropping their ``parameters`` (``top_k``), and answers
 every request of a batch HTTP 200 with ``"predictions": null`` when the model answers one error.
 It runs as the pipeline's own service account (or ``service_account``), so that Workload
-Identity or IRSA bound to it reach the model too, rather than the namespace's ``default``.
+Identity or IRSA bound to it reach the model too, rather than the namespace's ``default``, but
+without that account's Kubernetes API token (``automountServiceAccountToken: false``).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def inference_service(name: str, namespace: str, image: str, model_uri: str, sto
                       service_account: str = "", labels: dict | None = None) -> dict:
     """The InferenceService that serves ``model_uri`` with the serving image, probed on KServe's
     readiness route, reading the model from ``store`` with its Secret's credentials, as
-    ``service_account``."""
+    ``service_account`` but with no API token mounted."""
     env = []
     if store and store.endpoint:
         env.append(client.V1EnvVar(name="AWS_ENDPOINT_URL", value=store.endpoint))
@@ -86,8 +87,15 @@ def inference_service(name: str, namespace: str, image: str, model_uri: str, sto
                                                                         port=SERVING_PORT)),
         termination_message_policy="FallbackToLogsOnError",
         resources=client.V1ResourceRequirements(**RESOURCES))
+    # No Kubernetes API token in the network-facing server: it never calls the API, and the
+    # account's token would carry the pipeline's rights (pods/exec, secrets, workflows of the
+    # pipeline-runner Role, manifests/kustomize/base/pipeline/pipeline-runner-role.yaml, 2.17.0).
+    # Workload Identity (the GKE metadata server) and IRSA (its own projected token volume) do not
+    # use it. Knative Serving keeps this field when it is false, and only then
+    # (knative/serving pkg/apis/serving/fieldmask.go, PodSpecMask, since knative-v1.0.0).
     predictor = V1beta1PredictorSpec(min_replicas=1, containers=[container],
-                                     service_account_name=service_account or None)
+                                     service_account_name=service_account or None,
+                                     automount_service_account_token=False)
     service = V1beta1InferenceService(
         api_version=constants.KSERVE_V1BETA1, kind=constants.KSERVE_KIND_INFERENCESERVICE,
         metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels or {}),
