@@ -19,7 +19,10 @@ cluster-admin):
 7. the checkpoint PVC: the PersistentVolumeClaim (with ``--checkpoint-pvc``);
 8. the pipeline's store: the ``kfp-launcher`` ConfigMap of the run's namespace, resolved as the
    launcher resolves it (``components.launcher_config``), and the Service of its endpoint;
-9. the ``--s3-endpoint`` Service, where it names one in the cluster (with ``--s3-endpoint``).
+9. the ``--s3-endpoint`` Service, where it names one in the cluster (with ``--s3-endpoint``);
+10. the training retries: which failures of the training task the cluster's Argo retries, from
+   the ``workflowDefaults`` of its ``workflow-controller-configmap`` (Kubeflow Pipelines'
+   namespace).
 
 Secrets are read as the kubeconfig's user: a pod's service account needs no right on a Secret its
 containers get variables from, since the KFP driver only writes a ``secretKeyRef`` into the pod
@@ -42,7 +45,7 @@ from urllib.parse import urlparse
 
 import yaml
 
-from components.launcher_config import CONFIG_MAP, pipeline_root, serving_store, store_of
+from components.launcher_config import CONFIG_MAP, lowered, pipeline_root, serving_store, store_of
 from components.storage import S3_SECRET_KEYS
 from pipelines.targets import Target
 
@@ -54,6 +57,16 @@ MULTI_USER_ACCOUNT = "default-editor"
 DEPLOY_VERBS = ("get", "create", "patch")  # what components/serve_model/deploy.py does
 SECRET_KEYS = tuple(S3_SECRET_KEYS)  # the keys every task reads from --s3-secret
 MARKS = {"ok": "ok", "problem": "PROBLEM", "unknown": "unknown"}
+ARGO_CONFIG = "workflow-controller-configmap"  # Argo's controller reads its settings there
+# The failures a retry policy retries (argo-workflows workflow/controller/operator.go,
+# processNodeRetries, v4.0.5): a Failed node is a pod whose container failed, was killed for
+# memory or was stopped by a graceful node shutdown (inferFailedReason); an Error one, a pod
+# deleted with its node ("pod deleted", podReconciliation) or failed before its container
+# started. OnTransientError retries either only when its message is a transient API or network
+# error or matches the controller's TRANSIENT_ERROR_PATTERN (util/errors/errors.go), which none
+# of these is.
+RETRIED = {"Always": ("Failed", "Error"), "OnFailure": ("Failed",), "OnError": ("Error",),
+           "OnTransientError": ()}
 
 
 @dataclasses.dataclass
@@ -151,7 +164,7 @@ def run_identity(healthz: dict, namespace: str | None, service_account: str | No
 
 
 def kube_checks(cluster: Cluster, target: Target, params: dict) -> list[Check]:
-    """Checks 2 to 9 of the module's list, as the run asks for them."""
+    """Checks 2 to 10 of the module's list, as the run asks for them."""
     from kubernetes import client
 
     checks = []
@@ -183,6 +196,7 @@ def kube_checks(cluster: Cluster, target: Target, params: dict) -> list[Check]:
     guarded("pipeline store", lambda: pipeline_store(cluster))
     if target.s3_endpoint:
         guarded("S3 endpoint", lambda: s3_endpoint(cluster, target.s3_endpoint))
+    guarded("training retries", lambda: training_retries(cluster))
     return checks
 
 
@@ -397,6 +411,35 @@ def run_checks(client, host: str, target: Target, params: dict, namespace: str |
         return checks
     run_namespace, account = run_identity(healthz, namespace, service_account)
     return checks + kube_checks(Cluster(run_namespace, account), target, params)
+
+
+def train_retry_policy(workflow_defaults: str | None) -> str:
+    """The ``retryPolicy`` Argo gives the training task, from the ``workflowDefaults`` of its
+    controller's ConfigMap: KFP's retry template sets none (``backend/src/v2/compiler/argocompiler/
+    container.go``, 2.17.0), Argo merges ``templateDefaults`` under the template
+    (``workflow/controller/operator.go``, ``mergedTemplateDefaultsInto``, v4.0.5), and takes
+    OnFailure where neither sets one, Always where an ``expression`` is set
+    (``pkg/apis/workflow/v1alpha1/workflow_types.go``, ``RetryPolicyActual``)."""
+    defaults = lowered(yaml.safe_load(workflow_defaults or "") or {})
+    strategy = ((defaults.get("spec") or {}).get("templatedefaults") or {}).get("retrystrategy") or {}
+    return strategy.get("retrypolicy") or ("Always" if strategy.get("expression") else "OnFailure")
+
+
+def training_retries(cluster: Cluster) -> Check:
+    config = cluster.read("config_map", ARGO_CONFIG, STANDALONE[0])
+    if config is None:
+        return Check("training retries", "unknown", f"no ConfigMap {ARGO_CONFIG} in {STANDALONE[0]}",
+                     "cannot tell which failures of the training task Argo retries (docs/training.md)")
+    policy = train_retry_policy((config.data or {}).get("workflowDefaults"))
+    retried = RETRIED.get(policy, ())
+    what = {"Failed": "its container fails (killed for memory, an error, a node shut down gracefully)",
+            "Error": "its pod is lost with its node"}
+    found = (f"Argo retries the training task (retryPolicy {policy}) "
+             + (" and ".join(f"when {what[phase]}" for phase in retried) or "on neither kind of failure")
+             + "".join(f"; not when {what[phase]}" for phase in what if phase not in retried))
+    todo = "" if "Failed" in retried else ("a failed training resumes when you retry the run, from a "
+                                           "--checkpoint-dir or --checkpoint-pvc (docs/training.md)")
+    return Check("training retries", "ok", found, todo)
 
 
 def rbac_manifests(namespace: str = STANDALONE[0], service_account: str = STANDALONE[1],

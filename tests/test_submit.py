@@ -304,15 +304,32 @@ SEAWEEDFS_POLICY = {"metadata": {"name": "seaweedfs", "namespace": "kubeflow"}, 
         {"from": [{"podSelector": {}}], "ports": [{"port": 8333}]}]}}
 
 
+# The workflowDefaults of kubeflow/pipelines 2.17.0 manifests/kustomize/third-party/argo/base/
+# workflow-controller-configmap-patch.yaml (2.16.0 has none).
+WORKFLOW_DEFAULTS_2_17 = """spec:
+  ttlStrategy:
+    secondsAfterCompletion: 3600
+    secondsAfterSuccess: 3600
+    secondsAfterFailure: 3600
+  templateDefaults:
+    retryStrategy:
+      limit: '2'
+      retryPolicy: OnError
+"""
+
+
 def namespace(name: str, **labels) -> dict:
     """A Namespace as the API server keeps it: with its kubernetes.io/metadata.name label."""
     return {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **labels}}}
 
 
 def standalone_cluster(kube_api) -> None:
-    """What a standalone 2.17 install has: its store's Service (port 9000 to the pods' 8333) and
-    NetworkPolicy, its MinIO-style Secret, a PVC."""
+    """What a standalone 2.17 install has: its Argo's settings, its store's Service (port 9000 to
+    the pods' 8333) and NetworkPolicy, its MinIO-style Secret, a PVC."""
     kube_api.add(KUBEFLOW, namespace("kubeflow"))
+    kube_api.add(f"{KUBEFLOW}/configmaps/workflow-controller-configmap", {
+        "metadata": {"name": "workflow-controller-configmap"},
+        "data": {"workflowDefaults": WORKFLOW_DEFAULTS_2_17}})
     kube_api.add(f"{KUBEFLOW}/services/seaweedfs", {"metadata": {"name": "seaweedfs"}, "spec": {
         "selector": {"app": "seaweedfs"},
         "ports": [{"name": "http-s3", "port": 8333, "targetPort": 8333},
@@ -345,11 +362,12 @@ def test_the_doctor_finds_what_a_standalone_install_lacks(kfp_api, kube_api, cap
     api.version = "2.17.0"
     standalone_cluster(kube_api)
     kube_api.rules = PIPELINE_RUNNER_RULES
-    with pytest.raises(SystemExit, match="2 of 9 checks found a problem"):
+    with pytest.raises(SystemExit, match="2 of 10 checks found a problem"):
         main([*DOCTOR, "--host", url, "--s3-endpoint", "http://minio-service.kubeflow:9000"])
     checks = doctor_lines(capsys)
     assert list(checks) == ["backend", "KServe", "deploy rights", "serving secret", "store access",
-                            "S3 secret", "checkpoint PVC", "pipeline store", "S3 endpoint"]
+                            "S3 secret", "checkpoint PVC", "pipeline store", "S3 endpoint",
+                            "training retries"]
     assert checks["backend"].startswith("ok") and "Kubeflow Pipelines 2.17.0" in checks["backend"]
     assert checks["deploy rights"].startswith("PROBLEM")
     assert "may not get, create, patch inferenceservices in kubeflow -> videoclf doctor --rbac --namespace " \
@@ -372,7 +390,10 @@ def test_the_doctor_finds_what_a_standalone_install_lacks(kfp_api, kube_api, cap
     kube_api.rules = PIPELINE_RUNNER_RULES + role["rules"]
     main([*DOCTOR, "--host", url])
     checks = doctor_lines(capsys)
-    assert len(checks) == 8 and all(line.startswith("ok") for line in checks.values()), checks
+    assert len(checks) == 9 and all(line.startswith("ok") for line in checks.values()), checks
+    # As KFP 2.17.0 installs Argo, a training container that fails is not retried; a lost pod is.
+    assert "retries the training task (retryPolicy OnError) when its pod is lost with its node; not when " \
+        "its container fails" in checks["training retries"] and "retry the run" in checks["training retries"]
 
 
 def test_the_doctor_checks_what_the_predictor_reads_the_model_with(kfp_api, kube_api, capsys):
@@ -393,7 +414,7 @@ def test_the_doctor_checks_what_the_predictor_reads_the_model_with(kfp_api, kube
         "metadata": {"name": "mlpipeline-minio-artifact"},
         "data": {"accesskey": "bWluaW8=", "secretkey": "eA=="}})
     doctor = ["doctor", "--host", url, "--deploy", "true", "--s3-secret", "mlpipeline-minio-artifact"]
-    with pytest.raises(SystemExit, match="1 of 7 checks found a problem"):
+    with pytest.raises(SystemExit, match="1 of 8 checks found a problem"):
         main([*doctor, "--deploy-namespace", "serving"])
     checks = doctor_lines(capsys)
     assert checks["S3 secret"].startswith("ok"), checks["S3 secret"]
@@ -402,7 +423,7 @@ def test_the_doctor_checks_what_the_predictor_reads_the_model_with(kfp_api, kube
         "model with them (a copy of kubeflow/mlpipeline-minio-artifact)" in checks["serving secret"]
     assert checks["store access"].startswith("ok")  # --s3-secret without --s3-endpoint: AWS's own S3
 
-    with pytest.raises(SystemExit, match="2 of 6 checks found a problem"):  # the launcher's store
+    with pytest.raises(SystemExit, match="2 of 7 checks found a problem"):  # the launcher's store
         main(["doctor", "--host", url, "--deploy", "true", "--deploy-namespace", "serving"])
     checks = doctor_lines(capsys)
     assert checks["store access"].startswith("PROBLEM") and "the NetworkPolicy seaweedfs of kubeflow " \
