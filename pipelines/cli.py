@@ -205,9 +205,9 @@ def add_kubeflow_access_flags(parser: argparse.ArgumentParser) -> None:
                                         "default-editor -n NAMESPACE --audience pipelines.kubeflow.org) "
                                         "(default: the file KF_PIPELINES_SA_TOKEN_PATH names, if set)")
     parser.add_argument("--service-account",
-                        help="the service account the run uses: on Vertex AI, the one it runs as; on "
-                             "Kubeflow, the one the checks and --rbac are for (default: pipeline-runner, "
-                             "or default-editor on a multi-user cluster)")
+                        help="the service account the run runs as, on Vertex AI and on Kubeflow, where "
+                             "the checks and --rbac are for it too (default: pipeline-runner, or "
+                             "default-editor on a multi-user cluster)")
     parser.add_argument("--no-kube-checks", action="store_true",
                         help="Kubeflow: skip the checks that read the cluster through the kubeconfig")
 

@@ -16,15 +16,19 @@ Kubernetes settings of the training pod, and the extraction fan-out. With one ex
 part and ``gather_frames`` merges them.
 
 Every task has CPU and memory requests equal to its limits (Vertex AI sizes its machine from the
-limits), as the target sets them (``pipelines.targets.RESOURCES``). The training task is retried
-when its main container fails; a retry after a failure that would recur (a diverged loss, a
-checkpoint volume it cannot write) ends at once with the same error. A pod lost with its node is
-not retried: KFP compiles the retry as an Argo ``retryStrategy`` with a limit and a back-off and
-no ``retryPolicy`` (kubeflow/pipelines ``backend/src/v2/compiler/argocompiler/container.go``,
-``getTaskRetryStrategyFromInput``, 2.17.0), so Argo's default ``OnFailure`` applies
-(argo-workflows ``pkg/apis/workflow/v1alpha1/workflow_types.go``, ``RetryPolicyActual``, v4.0.5),
-and a pod that disappears is marked an ``Error`` ("pod deleted", ``workflow/controller/
-operator.go``), which ``OnFailure`` does not retry. Retrying the run resumes it (docs/training.md).
+limits), as the target sets them (``pipelines.targets.RESOURCES``). The training task asks for 3
+retries with back-off (``set_retry``); a retry after a failure that would recur (a diverged loss,
+a checkpoint volume it cannot write) ends at once with the same error. Which failures Kubeflow
+retries is the cluster's Argo's choice, not the pipeline's: KFP compiles the retry as an Argo
+``retryStrategy`` with a limit and a back-off and no ``retryPolicy`` (kubeflow/pipelines
+``backend/src/v2/compiler/argocompiler/container.go``, ``getTaskRetryStrategyFromInput``,
+2.17.0), and Argo merges its controller's ``templateDefaults`` under it
+(argo-workflows ``workflow/controller/operator.go``, ``mergedTemplateDefaultsInto``, v4.0.5).
+Without them (KFP 2.16.0 and earlier) Argo's default ``OnFailure`` retries a failed container and
+not a pod deleted with its node (an ``Error``); KFP 2.17.0 installs ``retryPolicy: OnError``
+(``manifests/kustomize/third-party/argo/base/workflow-controller-configmap-patch.yaml``), which
+retries only the latter. ``videoclf doctor`` reads the cluster's; docs/training.md has the table.
+Retrying the run resumes training from its checkpoints.
 
 Identical runs are served from KFP's cache, whose key is a task's input values, its input
 artifacts, its image and command, and its PVCs (``backend/src/v2/cacheutils/cache.go``,
@@ -168,7 +172,8 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
             checkpoint_volume=CHECKPOINT_MOUNT if target.checkpoint_pvc else "",
             **({"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if target.checkpoint_pvc else {})), "train")
         train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-        train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
+        train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2,
+                        backoff_max_duration=target.train_retry_window)
         if target.platform == "kubeflow":
             kubernetes.add_node_selector_json(train, gpu_node_selector)
             kubernetes.add_toleration_json(train, gpu_tolerations)

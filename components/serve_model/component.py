@@ -36,20 +36,15 @@ def deploy_model(
     from kserve.utils.utils import get_default_target_namespace
 
     from components.common import atomic_write_bytes, lineage, setup_logging
-    from components.launcher_config import S3Store, store_of
+    from components.launcher_config import serving_store
     from components.serve_model import deploy
-    from components.storage import S3_SECRET_KEYS
 
     setup_logging()
     own_namespace = get_default_target_namespace().strip()
     namespace = namespace or own_namespace  # empty: the pipeline's own
     api = deploy.kube_client()
-    if s3_endpoint or s3_secret:
-        store = S3Store(s3_endpoint, s3_secret, *S3_SECRET_KEYS)  # the Secret's keys every task reads
-    elif model.uri.startswith(("minio://", "s3://")):
-        store = store_of(model.uri, deploy.launcher_config(api, own_namespace))
-    else:
-        store = None  # gs:// or a local path: the service account's own credentials
+    store = serving_store(model.uri, lambda: deploy.launcher_config(api, own_namespace), s3_endpoint,
+                          s3_secret)  # None for gs:// or a local path: the service account's credentials
     if not service_account and namespace == own_namespace:
         service_account = deploy.own_service_account()
     service = deploy.inference_service(name, namespace, serving_image, deploy.storage_uri(model.uri), store,
