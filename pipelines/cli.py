@@ -166,8 +166,14 @@ def predict_command(args: argparse.Namespace) -> None:
     summary on stdout; exits with 1 when a video could not be read."""
     from components.serve_model.batch import predict
 
-    summary = predict(args.model, args.sources, args.output, args.top_k, args.segments, args.batch_size,
-                      args.workers, args.retry_failed, args.report)
+    try:
+        summary = predict(args.model, args.sources, args.output, top_k=args.top_k, segments=args.segments,
+                          batch_size=args.batch_size, workers=args.workers, retry_failed=args.retry_failed,
+                          report=args.report)
+    except KeyboardInterrupt:
+        kept = f": {args.output} keeps the lines written; the same command goes on" if args.output else ""
+        print(f"videoclf predict: interrupted{kept}", file=sys.stderr)
+        sys.exit(130)
     if args.output:
         print(json.dumps({**summary, "output": str(args.output)}), flush=True)
     if summary["failed"]:

@@ -26,6 +26,7 @@ import logging
 import math
 import multiprocessing
 import os
+import signal
 import tempfile
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -36,7 +37,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from components.common import atomic_write_bytes, file_sha256, write_json
+from components.common import atomic_write_bytes, file_sha256, require_at_least_one, write_json
 from components.download_subset.sources import (
     LIST_SUFFIXES,
     SourceError,
@@ -316,8 +317,9 @@ def answers(predictor: Predictor, videos: Sequence[str], top_k: int = TOP_K, seg
     ``{"video", "error"}``. ``workers`` decoding processes (0: one per core; 1: in this process)."""
     if segments < 0:
         raise ValueError(f"segments is the stride in seconds of labels over time (0: none), got {segments}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if workers < 0:
+        raise ValueError(f"workers is a number of decoding processes (0: one per core), got {workers}")
+    require_at_least_one({"top_k": top_k, "batch_size": batch_size})
     workers = workers or cores()
     top = functools.partial(predictor.top, k=top_k)
     with (tempfile.TemporaryDirectory(prefix="videoclf-predict-") as folder,
@@ -343,6 +345,13 @@ def answers(predictor: Predictor, videos: Sequence[str], top_k: int = TOP_K, seg
                 rows, error = [], None
 
 
+def start_decoder() -> None:
+    """Sets up a decoding process as extraction's, leaving Ctrl-C to the main process, which
+    stops the pool once the videos being decoded are."""
+    start_worker()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @contextmanager
 def pool_map(workers: int, batch_size: int):
     """A map over decoding jobs, ``decode(function, jobs, clips_per_job=1)``: one process per
@@ -352,7 +361,7 @@ def pool_map(workers: int, batch_size: int):
         yield lambda function, jobs, clips_per_job=1: map(function, jobs)
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds TF's threads
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=start_decoder)
 
     def decode(function, jobs: Iterable, clips_per_job: int = 1) -> Iterator:
         window = IN_FLIGHT_PER_WORKER * workers + math.ceil(batch_size / clips_per_job)
@@ -489,13 +498,18 @@ class Printed:
         pass
 
 
-def predict(model: str | Path, sources: Sequence[str | Path], output: Path | None = None, top_k: int = TOP_K,
-            segments: float = 0.0, batch_size: int = BATCH_SIZE, workers: int = 0, retry_failed: bool = False,
-            report: Path | None = None) -> dict:
-    """Answers the sources' videos into ``output`` (JSON Lines), skipping those it already holds
-    (and with ``retry_failed`` trying again those it holds an error for), or without an output
-    onto stdout; writes a ``report`` page if asked. Its summary (``summarize``), with how many
-    videos this run predicted and skipped."""
+def predict(model: str | Path, sources: Sequence[str | Path], output: Path | None = None, **options) -> dict:
+    """Answers the videos of the sources (``list_videos``) as ``predict_listed`` says."""
+    return predict_listed(model, list_videos(sources), output, **options)
+
+
+def predict_listed(model: str | Path, videos: list[str], output: Path | None = None, top_k: int = TOP_K,
+                   segments: float = 0.0, batch_size: int = BATCH_SIZE, workers: int = 0,
+                   retry_failed: bool = False, report: Path | None = None) -> dict:
+    """Answers the videos into ``output`` (JSON Lines), skipping those it already holds (and with
+    ``retry_failed`` trying again those it holds an error for), or without an output onto stdout;
+    writes a ``report`` page if asked. Its summary (``summarize``), with how many videos this run
+    predicted and skipped."""
     from tqdm import tqdm
 
     from components.serve_model.batch_report import report_html
@@ -503,7 +517,6 @@ def predict(model: str | Path, sources: Sequence[str | Path], output: Path | Non
     if output is not None and is_remote(str(output)):
         raise ValueError(f"{output}: write the predictions to a local file (a run appends to it as it goes, "
                          "which a bucket's objects do not allow), then copy it")
-    videos = list_videos(sources)
     predictor = Predictor(model)
     settings = settings_of(predictor, top_k, segments)
     with JsonLines(Path(output), settings, retry_failed) if output else Printed() as sink:
@@ -541,7 +554,7 @@ def write_listing(sources: Sequence[str], path: Path, videos_per_shard: int = VI
 
 
 def predict_shard(listing: Path, shard: int, model: str | Path, output_dir: Path, top_k: int = TOP_K,
-                  segments: float = 0.0, batch_size: int = BATCH_SIZE) -> dict:
+                  segments: float = 0.0, batch_size: int = BATCH_SIZE, workers: int = 0) -> dict:
     """Answers one shard of a listing into ``output_dir``: its JSON lines, in the listing's
     order, and ``shard.json``, which says which shard it is and what it holds."""
     plan = json.loads(Path(listing).read_text())
@@ -552,8 +565,9 @@ def predict_shard(listing: Path, shard: int, model: str | Path, output_dir: Path
     log.info("shard %d of %d: %d videos", shard + 1, plan["shards"], len(videos))
     # Written here first: on a bucket mounted by FUSE (Vertex AI's /gcs/), each flush uploads the file.
     with tempfile.TemporaryDirectory(prefix="videoclf-shard-") as tmp:
-        summary = predict(model, videos, Path(tmp) / PREDICTIONS_FILE, top_k, segments, batch_size)
-        atomic_write_bytes(Path(output_dir) / PREDICTIONS_FILE, (Path(tmp) / PREDICTIONS_FILE).read_bytes())
+        lines = Path(tmp) / PREDICTIONS_FILE
+        summary = predict_listed(model, videos, lines, top_k, segments, batch_size, workers)
+        atomic_write_bytes(Path(output_dir) / PREDICTIONS_FILE, lines.read_bytes())
     record = {"shard": shard, "shards": plan["shards"], "videos": videos,
               **{k: summary[k] for k in ("answered", "failed", "model_classes")}}
     write_json(Path(output_dir) / SHARD_FILE, record)
