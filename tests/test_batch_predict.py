@@ -47,8 +47,8 @@ def assert_answers(answer: dict, expected: dict) -> None:
 
 
 def test_every_video_is_answered_as_one_at_a_time_prediction_answers_it(model_dir, real_clips, tmp_path):
-    """Two clips a video, batches of three clips (so no two videos share one, and each batch is
-    filled up), two decoding processes; bad files in between keep their place."""
+    """Two clips a video, batches of four clips (two videos each, the last one filled up with
+    black clips), two decoding processes; bad files in between keep their place."""
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
     sampling = json.loads((model / "sampling.json").read_text())
@@ -57,7 +57,7 @@ def test_every_video_is_answered_as_one_at_a_time_prediction_answers_it(model_di
     text.write_text("not a video")
     clips = list(real_clips.values())
     sources = [clips[0], text, *clips[1:], missing]
-    answers = predict_videos(model, sources, top_k=3, batch_size=3, workers=2)
+    answers = predict_videos(model, sources, top_k=3, batch_size=4, workers=2)
     assert [a["video"] for a in answers] == [str(s) for s in sources]
     assert answers[1] == {"video": str(text), "error": f"{text}: OpenCV cannot open this file as a video"}
     assert answers[-1] == {"video": str(missing), "error": f"{missing}: no such file"}
