@@ -2,8 +2,9 @@
 decoded by a process per core, the model scoring batches of clips) beside a one-at-a-time loop
 (each video decoded, then scored alone, as predict did before), on the same videos, in one run,
 taking turns; with the machine's load before and after each turn, and the CPU seconds each side
-spent a video (this process's and its decoding processes'), which the load does not change: on a
-machine shared with other work, the wall-clock ratio only shows what cores were free.
+spent a video (this process's and its decoding processes') and the cores each side kept busy
+(CPU seconds over wall-clock seconds): on a machine shared with other work, the wall-clock ratio
+shows no more than the cores that were free.
 
 The videos are the real clips of a folder (``--clips``), each ``--copies`` times under other
 names. The network is the tutorial's (10 classes, 10 x 224 x 224 by default), untrained: the
@@ -98,12 +99,14 @@ def main() -> None:
             row = {"one_at_a_time_per_second": len(videos) / alone, "ratio": alone / together,
                    "batch_per_second": len(videos) / together, "load": [load, os.getloadavg()[0]],
                    "cpu_seconds_a_video": {"one_at_a_time": alone_cpu / len(videos),
-                                           "batch": batch_cpu / len(videos)}}
+                                           "batch": batch_cpu / len(videos)},
+                   "cores_used": {"one_at_a_time": alone_cpu / alone, "batch": batch_cpu / together}}
             rows.append(row)
             print(f"one at a time {row['one_at_a_time_per_second']:6.2f} videos/s "
-                  f"({alone_cpu / len(videos):.3f} CPU s a video), batch {row['batch_per_second']:6.2f} "
-                  f"videos/s ({batch_cpu / len(videos):.3f} CPU s a video): {row['ratio']:4.2f}x "
-                  f"(load {load:.1f} -> {row['load'][1]:.1f})", flush=True)
+                  f"({alone_cpu / len(videos):.3f} CPU s a video, {alone_cpu / alone:.2f} cores), batch "
+                  f"{row['batch_per_second']:6.2f} videos/s ({batch_cpu / len(videos):.3f} CPU s a video, "
+                  f"{batch_cpu / together:.2f} cores): {row['ratio']:4.2f}x (load {load:.1f} -> "
+                  f"{row['load'][1]:.1f})", flush=True)
     ratios = [row["ratio"] for row in rows]
     print(json.dumps({"args": {**vars(args), "clips": str(args.clips)}, "cpu": cpu_name(), "cores": cores(),
                       "videos": len(videos), "same_top_classes": same,
