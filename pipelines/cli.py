@@ -170,6 +170,8 @@ def predict_command(args: argparse.Namespace) -> None:
         summary = predict(args.model, args.sources, args.output, top_k=args.top_k, segments=args.segments,
                           batch_size=args.batch_size, workers=args.workers, retry_failed=args.retry_failed,
                           report=args.report)
+    except ValueError as e:  # a bad flag, or an output written with other settings
+        sys.exit(f"videoclf predict: {e}")
     except KeyboardInterrupt:
         kept = f": {args.output} keeps the lines written; the same command goes on" if args.output else ""
         print(f"videoclf predict: interrupted{kept}", file=sys.stderr)
@@ -196,6 +198,9 @@ def batch_command(args: argparse.Namespace) -> None:
         path = batch_prediction.compile_pipeline(args.compile, target, names)
         logging.getLogger("videoclf").info("wrote %s", path)
         return
+    if args.target or args.registry or args.s3_secret or args.s3_endpoint:
+        raise TargetError("--target, --registry, --s3-secret and --s3-endpoint are for --compile: a local "
+                          "run reads local paths and the environment's credentials")
     missing = [f"--{name.replace('_', '-')}" for name, p in batch_params().items()
                if p.default is inspect.Parameter.empty and name not in params]
     if missing:
@@ -284,7 +289,7 @@ def build_parser(pipeline_flags: bool = True) -> argparse.ArgumentParser:
                          help="a trained model folder (or the model.keras in it): local, gs:// or s3://")
     predict.add_argument("--top-k", type=int, default=serving.TOP_K,
                          help="classes per video or segment (default: %(default)s)")
-    predict.add_argument("--output", type=Path, metavar="FILE.jsonl",
+    predict.add_argument("--output", metavar="FILE.jsonl",
                          help="write the lines here as they come, resumably: a run again skips the videos "
                               "it holds; the summary goes to stdout (default: the lines to stdout)")
     predict.add_argument("--segments", type=float, default=0.0, metavar="SECONDS",

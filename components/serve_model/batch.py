@@ -94,8 +94,8 @@ def usable(name: str) -> bool:
 
 
 def listed_paths(url: str) -> list[str]:
-    """The paths of an annotation list: the first column of a CSV named ``path``, or each line
-    (``path`` or training's ``path label``)."""
+    """The paths of an annotation list: a CSV's ``path`` column, or each line (``path``, or
+    training's ``path label``)."""
     import csv
     import io
 
@@ -153,19 +153,6 @@ def is_copied(video: str) -> bool:
     return is_remote(video) or video.startswith(ZIP_PREFIX)
 
 
-@contextmanager
-def local_file(video: str, folder: str) -> Iterator[Path]:
-    """The video as a local file: itself, or a copy removed afterwards."""
-    if not is_copied(video):
-        yield Path(video)
-        return
-    path = fetch(video, folder)
-    try:
-        yield path
-    finally:
-        path.unlink(missing_ok=True)
-
-
 # Decoding, in the pool's processes --------------------------------------------------------------
 
 
@@ -207,10 +194,15 @@ def decode_video(job: tuple[str, dict, str]) -> Piece:
     """The clips of one video as a test video's."""
     video, sampling, folder = job
     try:
-        with local_file(video, folder) as path:
-            clips, outcome = eval_clips(path, sampling)
-    except Exception as e:  # noqa: BLE001 (the copy failed: that video's error, not the run's)
+        copy = fetch(video, folder) if is_copied(video) else None
+    except Exception as e:  # noqa: BLE001 (a bucket's or a zip's error is that video's, not the run's)
         return Piece(video, error=unreadable(video, None, e))
+    path = copy or Path(video)
+    try:
+        clips, outcome = eval_clips(path, sampling)
+    finally:
+        if copy:
+            copy.unlink()
     if clips is None:
         return Piece(video, error=outcome["error"].replace(str(path), video))
     return Piece(video, clips)
