@@ -19,9 +19,12 @@ local folder: KFP's launcher downloads every object under the URI (kubeflow/pipe
 the number each one records, and checks that all are there and whole, so the answers come in the
 listing's order whatever order a backend collects them in.
 
-A shard's task is retried when its pod fails; KFP's cache serves a re-run with the same
-parameters the listing and every shard that finished (run it without the cache to list a source
-that has changed since).
+A shard's task is retried when its pod fails. A re-run with the same parameters resumes: KFP's
+cache key is a task's parameter values and input artifacts (kubeflow/pipelines
+``backend/src/v2/cacheutils/cache.go``, ``GenerateCacheKey``, 2.16.0), so the listing is served
+from the cache, the importer (``reimport=False``) gives the model artifact already recorded for the
+URI (``backend/src/v2/component/importer_launcher.go``), and every shard that finished is served
+too (run without the cache to list a source that has changed since).
 """
 
 import tempfile
