@@ -37,8 +37,9 @@ test: lint  ## lint, then run every test
 lint: $(BIN)/videoclf
 	$(BIN)/ruff check .
 
-compile: $(BIN)/videoclf  ## rewrite the reference YAML, pipelines/video_classification.yaml
+compile: $(BIN)/videoclf  ## rewrite the reference YAMLs, pipelines/video_classification.yaml and batch_prediction.yaml
 	$(BIN)/videoclf compile
+	$(BIN)/videoclf batch --compile pipelines/batch_prediction.yaml
 
 images: $(addprefix image-,$(IMAGES))  ## build the component images (REGISTRY, TAG)
 

@@ -140,3 +140,16 @@ def kube_api(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     yield api
     api.close()
+
+
+@pytest.fixture
+def headless_chromium(tmp_path) -> list[str]:
+    """The command line of headless Chromium (which .ci/run installs) with a profile of its own."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH for the browser check of a report")
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}"]

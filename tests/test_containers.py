@@ -168,7 +168,8 @@ def test_the_serving_image_answers_as_kserve_and_as_vertex_ai_run_it(engine, mod
                   "AIP_HEALTH_ROUTE": spec["healthRoute"], "AIP_PREDICT_ROUTE": spec["predictRoute"]}
     for command, args, env, port, health, predict in [
             (kserve["command"], kserve["args"], {}, SERVING_PORT, "/v2/health/ready", V1),
-            (spec["command"], spec["args"], vertex_env, spec["ports"][0]["containerPort"], spec["healthRoute"], spec["predictRoute"])]:
+            (spec["command"], spec["args"], vertex_env, int(vertex_env["AIP_HTTP_PORT"]), spec["healthRoute"],
+             spec["predictRoute"])]:
         client = Client(free_port())
         container = engine.containers.run(image("serving"), args, entrypoint=command, environment=env,
                                           volumes=mount, ports={f"{port}/tcp": ("127.0.0.1", client.port)},

@@ -88,7 +88,8 @@ def _extract_in_worker(job: tuple[Path, str, ClipSpec]) -> tuple[np.ndarray | No
     return try_extract_video(*job)
 
 
-def _start_worker() -> None:
+def start_worker() -> None:
+    """Sets up a decoding process of a pool: one OpenCV thread, as the pool has a process per core."""
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already
@@ -163,7 +164,7 @@ def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_fail
              workers)
     videos, shards = [], {split: [] for split in SPLITS}
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF threads
-    with (ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool,
+    with (ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker) as pool,
           tqdm(total=len(jobs), unit="video", desc="extract") as bar):
         results = bounded_map(pool, _extract_in_worker, jobs, IN_FLIGHT_PER_WORKER * workers)
         for split, g, n_groups, group in plan:
