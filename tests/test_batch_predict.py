@@ -457,6 +457,5 @@ def test_the_benchmark_answers_the_same_videos_both_ways(real_clips):
                            "--repeats", "1", "--clips", str(REAL_CLIPS))
     assert report["videos"] == len(real_clips) and report["same_top_classes"]
     [row] = report["repeats"]
-    assert row["ratio"] == pytest.approx(row["batch_per_second"] / row["one_at_a_time_per_second"])
     for side in ("one_at_a_time", "batch"):
         assert row["cpu_seconds_a_video"][side] > 0 and row["cores_used"][side] > 0
