@@ -502,9 +502,13 @@ def test_cli_compile_writes_the_same_yaml(tmp_path):
     assert out.read_text() == COMPILED_YAML.read_text()
 
 
-def test_end_to_end_local_run(tmp_path, kube_api):
-    """The whole pipeline under kfp.local, through the CLI, at a tiny size, deployed to a
-    loopback Kubernetes API as its accuracy passes the gate, and waited for until Ready."""
+@pytest.mark.parametrize("bucket", ["gs"], indirect=True)
+def test_end_to_end_local_run(tmp_path, kube_api, bucket):
+    """The whole pipeline under kfp.local, through the CLI, at a tiny size, its checkpoints in
+    gs:// (the Cloud Storage emulator), deployed to a loopback Kubernetes API as its accuracy
+    passes the gate, and waited for until Ready."""
+    import fsspec
+
     isvc = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
     kube_api.statuses[f"{isvc}/video-classifier"] = [
         {}, {"url": "http://video-classifier.default.example.com",
@@ -514,12 +518,17 @@ def test_end_to_end_local_run(tmp_path, kube_api):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), *LEARNABLE_DEMO,
-         "--extract-parts", "2", "--deploy", "true", "--min-accuracy", str(BETTER_THAN_CHANCE)],
+         "--extract-parts", "2", "--checkpoint-dir", f"{bucket}/checkpoints/demo", "--deploy", "true",
+         "--min-accuracy", str(BETTER_THAN_CHANCE)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["num_classes"] == 4 and summary["test_accuracy"] >= BETTER_THAN_CHANCE
+    fs = fsspec.filesystem("gs")
+    state = json.loads(fs.cat_file(f"{bucket}/checkpoints/demo/state.json"))
+    assert state["best"] == f"best-{summary['kept_epoch']:04d}.keras"  # the run's own checkpoints
+    assert fs.exists(f"{bucket}/checkpoints/demo/{state['best']}")
     assert summary["params"]["epochs"] == 14 and summary["params"]["source_url"].startswith("http://127.0.0.1:")
     with open(summary["report"]) as f:
         assert "Confusion matrix" in f.read()
@@ -563,10 +572,12 @@ def test_end_to_end_local_run(tmp_path, kube_api):
     assert container["args"][:2] == ["--model", str(Path(summary["model"]).parent)]
 
 
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
 def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, demo_zip, tmp_path, kube_api):
-    """videoclf run with the source zip and the checkpoints in gs:// (the Cloud Storage emulator)
-    or s3:// (moto's S3 server, as a MinIO would be reached), through fsspec; asked to deploy a
-    model of one epoch only if it is perfect, it deploys nothing and the run succeeds."""
+    """videoclf run with the source zip and the checkpoints in s3:// (moto's S3 server, as a
+    MinIO or SeaweedFS would be reached), through fsspec; asked to deploy a model of one epoch
+    only if it is perfect, it deploys nothing and the run succeeds. (The end-to-end run keeps its
+    checkpoints in gs://; test_sources reads a source from either.)"""
     import fsspec
 
     fs = fsspec.filesystem(bucket.split("://")[0])
