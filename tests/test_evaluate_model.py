@@ -137,20 +137,20 @@ def test_frame_order_scores_from_known_logits():
     from components.evaluate_model.evaluate import frame_order_scores
 
     labels = np.array([0] * 10 + [1] * 10)
-    stored = np.eye(2)[labels]  # every answer right
+    stored = np.eye(2)[labels]
+    stored[[5, 15]] = stored[[5, 15], ::-1]  # two answers wrong: accuracy 0.9
     one_changed = stored.copy()
-    one_changed[0] = [0, 1]  # reversing changes one answer of 20: 95 % agreement
-    two_changed = one_changed.copy()
-    two_changed[10] = [1, 0]  # shuffling changes two: 90 %
-    scores = frame_order_scores(stored, labels, {"reversed": one_changed, "shuffled": two_changed})
-    assert scores["reversed"] == {"accuracy": 0.95, "agreement": 0.95}
-    assert scores["shuffled"] == {"accuracy": 0.9, "agreement": 0.9}
+    one_changed[0] = [0, 1]  # reversing changes one answer of 20 (a right one): 95 % agreement
+    three_changed = one_changed.copy()
+    three_changed[[5, 15]] = three_changed[[5, 15], ::-1]  # shuffling also changes the two wrong ones
+    scores = frame_order_scores(stored, labels, {"reversed": one_changed, "shuffled": three_changed})
+    assert scores["reversed"] == {"accuracy": 0.85, "agreement": 0.95}
+    assert scores["shuffled"] == {"accuracy": 0.95, "agreement": 0.85}
     assert not scores["ignores_motion"]  # shuffling changed too many answers
     blind = frame_order_scores(stored, labels, {"reversed": one_changed, "shuffled": one_changed})
     assert blind["ignores_motion"]  # 95 % agreement both ways: the answers do not depend on order
-    wrong = np.eye(2)[1 - labels]  # every answer changed, every answer wrong
-    reads = frame_order_scores(stored, labels, {"reversed": wrong, "shuffled": stored})
-    assert reads["reversed"] == {"accuracy": 0.0, "agreement": 0.0} and not reads["ignores_motion"]
+    reads = frame_order_scores(stored, labels, {"reversed": stored[:, ::-1], "shuffled": stored})
+    assert reads["reversed"] == {"accuracy": 0.1, "agreement": 0.0} and not reads["ignores_motion"]
 
 
 def model_folder(model, folder, frames_dir):
