@@ -441,7 +441,8 @@ def test_the_recipes_networks_keep_the_tutorials_parameter_count():
 
 def reference_motion_features(clips: np.ndarray) -> np.ndarray:
     """MotionFeatures written again with NumPy and SciPy: 3 x 3 box means that count only the
-    pixels inside the frame (as a 'same' average pool does), twice; then the products."""
+    pixels inside the frame (as a 'same' average pool does), twice; central differences (half
+    the one-sided ones at the edges, as with the edge pixel repeated); then the products."""
     from scipy.ndimage import uniform_filter
 
     x = clips.astype(np.float64) / 255
@@ -452,8 +453,10 @@ def reference_motion_features(clips: np.ndarray) -> np.ndarray:
 
     x = box(box(x))
     change, mean = x[:, 1:] - x[:, :-1], (x[:, 1:] + x[:, :-1]) / 2
-    gx = (np.roll(mean, -1, axis=3) - np.roll(mean, 1, axis=3)) / 2
-    gy = (np.roll(mean, -1, axis=2) - np.roll(mean, 1, axis=2)) / 2
+    gx = np.gradient(mean, axis=3, edge_order=1)
+    gy = np.gradient(mean, axis=2, edge_order=1)
+    gx[:, :, :, [0, -1]] /= 2  # a one-sided difference where the edge pixel is repeated
+    gy[:, :, [0, -1]] /= 2
     features = np.stack([-(change * gx).sum(-1), -(change * gy).sum(-1), (change**2).sum(-1)], axis=-1)
     spread = np.sqrt((features**2).mean(axis=(1, 2, 3, 4), keepdims=True))
     return features / np.maximum(spread, (1 / 255) ** 2)

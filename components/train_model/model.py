@@ -158,13 +158,14 @@ class MotionFeatures(layers.Layer):
     def call(self, video):
         frames = einops.parse_shape(video, "b t h w c")["t"]
         x = einops.rearrange(ops.cast(video, "float32") / 255, "b t h w c -> (b t) h w c")
-        x = ops.average_pool(ops.average_pool(x, 3, 1, "same"), 3, 1, "same")
+        x = ops.average_pool(ops.average_pool(x, 3, 1, "same"), 3, 1, "same")  # smoothed over 5 x 5
         x = einops.rearrange(x, "(b t) h w c -> b t h w c", t=frames)
         change, mean = x[:, 1:] - x[:, :-1], (x[:, 1:] + x[:, :-1]) / 2
-        features = ops.stack([
-            -ops.sum(change * (ops.roll(mean, -1, axis=3) - ops.roll(mean, 1, axis=3)) / 2, axis=-1),
-            -ops.sum(change * (ops.roll(mean, -1, axis=2) - ops.roll(mean, 1, axis=2)) / 2, axis=-1),
-            ops.sum(change * change, axis=-1)], axis=-1)
+        edged = ops.pad(mean, [(0, 0), (0, 0), (1, 1), (1, 1), (0, 0)], mode="symmetric")  # edges repeated
+        rightward = (edged[:, :, 1:-1, 2:] - edged[:, :, 1:-1, :-2]) / 2
+        downward = (edged[:, :, 2:, 1:-1] - edged[:, :, :-2, 1:-1]) / 2
+        features = ops.stack([-ops.sum(change * rightward, axis=-1), -ops.sum(change * downward, axis=-1),
+                              ops.sum(change * change, axis=-1)], axis=-1)
         spread = ops.sqrt(ops.mean(ops.square(features), axis=(1, 2, 3, 4), keepdims=True))
         return features / ops.maximum(spread, self.FLOOR)
 
@@ -190,8 +191,7 @@ def build_model(num_classes: int, n_frames: int, height: int, width: int,
     """
     if inputs not in INPUTS or pooling not in POOLINGS:
         raise ValueError(f"inputs must be one of {', '.join(INPUTS)} and pooling one of "
-                         f"{', '.join(POOLINGS)}, "
-                         f"got {inputs!r} and {pooling!r}")
+                         f"{', '.join(POOLINGS)}, got {inputs!r} and {pooling!r}")
     if inputs == "motion" and n_frames < 2:
         raise ValueError(f"motion inputs need clips of 2 frames or more, got {n_frames}")
     clips = layers.Input(shape=(n_frames, height, width, 3), dtype="uint8")
