@@ -71,7 +71,7 @@ def test_each_row_of_the_evaluation_is_its_test_videos_logits_and_label(frames_d
 
     from components.train_model.model_folder import load_model
 
-    logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=5)
+    logits, labels, classes, examples, _ = predict_split(model_dir, frames_dir, examples=5)
     manifest = json.loads((frames_dir / "manifest.json").read_text())
     model, _ = load_model(model_dir)
     expected_logits, expected_labels = [], []
@@ -111,7 +111,7 @@ def test_evaluation_averages_the_logits_of_evenly_spaced_clips(videos_dir, model
     spec = ClipSpec(n_frames=4, frame_step=2, height=32, width=32, clips_per_train_video=2, seed=0,
                     eval_clips_per_video=3)
     extract_dataset(videos_dir, tmp_path, spec)
-    averaged, _, _, _ = predict_split(model_dir, tmp_path)
+    averaged, *_ = predict_split(model_dir, tmp_path)
     model, _ = load_model(model_dir)
     per_slot = [np.concatenate([model.predict_on_batch(c) for c, _ in batches(tmp_path, "test", 8, slot=s)])
                 for s in range(3)]

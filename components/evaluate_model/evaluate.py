@@ -61,11 +61,12 @@ def evaluate(model_dir: Path, frames_dir: Path) -> Evaluation:
     from components.reports import learning_curves_png
     from components.train_model.model_folder import HISTORY_FILE, SELECTION_FILE, read
 
-    logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=STRIP_CLIPS)
+    orders = FRAME_ORDERS if read_manifest(frames_dir)["frame_shape"][0] > 1 else ()  # one frame: no order
+    logits, labels, classes, examples, reordered = predict_split(model_dir, frames_dir, examples=STRIP_CLIPS,
+                                                                 frame_orders=orders)
     results = score(logits, labels, classes)
-    if read_manifest(frames_dir)["frame_shape"][0] > 1:  # a single frame has no order to change
-        results["frame_order"] = frame_order_scores(logits, labels, {
-            order: predict_split(model_dir, frames_dir, frame_order=order)[0] for order in FRAME_ORDERS})
+    if reordered:
+        results["frame_order"] = frame_order_scores(logits, labels, reordered)
         results["notes"] = frame_order_note(results["frame_order"]) + results["notes"]
     selection = read(model_dir, SELECTION_FILE)
     results["kept_model"] = kept_model_line(selection)
@@ -84,12 +85,12 @@ def evaluate(model_dir: Path, frames_dir: Path) -> Evaluation:
 
 
 def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_size: int = 8,
-                  examples: int = 0, frame_order: str = "stored",
-                  ) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray]]:
+                  examples: int = 0, frame_orders: tuple[str, ...] = (),
+                  ) -> tuple[np.ndarray, np.ndarray, list[str], dict[int, np.ndarray], dict[str, np.ndarray]]:
     """The logits (the mean of each video's evenly spaced clips') and true labels of every video
-    of a split, in the manifest's order, the classes, and up to ``examples`` middle clips by their
-    index, the first of each class. ``frame_order``: the clips' frames as stored, or one of
-    FRAME_ORDERS (``reorder_frames``)."""
+    of a split, in the manifest's order, the classes, up to ``examples`` middle clips by their
+    index, the first of each class, and the logits again for each of ``frame_orders`` (of
+    FRAME_ORDERS: ``reorder_frames``), the model loaded once for all."""
     from components.common import SEED, read_manifest
     from components.train_model.inputs import batches, split_logits
     from components.train_model.model_folder import load_model
@@ -98,11 +99,11 @@ def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_
     manifest = read_manifest(frames_dir)
     if classes != manifest["classes"]:
         raise ValueError(f"the model in {model_dir} was trained on other classes than {frames_dir} holds")
-    if frame_order not in ("stored", *FRAME_ORDERS):
-        raise ValueError(f"frame_order must be stored, {' or '.join(FRAME_ORDERS)}, got {frame_order!r}")
-    reorder = None if frame_order == "stored" else partial(reorder_frames, order=frame_order,
-                                                           rng=np.random.default_rng(SEED))
-    logits, labels = split_logits(model, frames_dir, split, batch_size, reorder)
+    if unknown := set(frame_orders) - set(FRAME_ORDERS):
+        raise ValueError(f"frame_orders must be among {', '.join(FRAME_ORDERS)}, got {sorted(unknown)}")
+    logits, labels = split_logits(model, frames_dir, split, batch_size)
+    reordered = {order: split_logits(model, frames_dir, split, batch_size, partial(
+        reorder_frames, order=order, rng=np.random.default_rng(SEED)))[0] for order in frame_orders}
     kept, shown, index = {}, set(), 0
     for clips, batch_labels in batches(frames_dir, split, batch_size) if examples else ():
         for clip, label in zip(clips.numpy(), batch_labels.numpy(), strict=True):
@@ -110,9 +111,10 @@ def predict_split(model_dir: Path, frames_dir: Path, split: str = "test", batch_
                 kept[index] = clip
                 shown.add(label)
             index += 1
-    log.info("predicted the %d %s videos of %s (%d clips each, frames %s) with %s", len(labels), split,
-             frames_dir, manifest["eval_clips_per_video"], frame_order, model_dir)
-    return logits, labels, classes, kept
+    log.info("predicted the %d %s videos of %s (%d clips each, frames as stored%s) with %s", len(labels),
+             split, frames_dir, manifest["eval_clips_per_video"], "".join(f", {o}" for o in frame_orders),
+             model_dir)
+    return logits, labels, classes, kept, reordered
 
 
 def score(logits: np.ndarray, labels: np.ndarray, classes: list[str]) -> dict:
