@@ -11,7 +11,7 @@ clips of one group share an actor and a scene, so a model that learns a group's 
 than its motion fails on the test groups.
 
 Frames are drawn at four times their size and averaged down, so that sub-pixel motion moves
-edges smoothly. ``frame_strip_png`` shows a clip of each class as training sees it, so a person
+edges smoothly. ``frame_strip`` shows clips of each class as training sees them, so a person
 can judge whether the classes can be told apart.
 """
 
@@ -217,10 +217,11 @@ def render_clip(motion_set: MotionSet, class_name: str, look: Look, rng: np.rand
     return np.stack(frames)
 
 
-def frame_strip_png(name: str, n_frames: int = 8, frame_step: int = 2, size: int = 64,
-                    seed: int = 0) -> bytes:
+def frame_strip(name: str, n_frames: int = 8, frame_step: int = 2, size: int = 64, seed: int = 0,
+                fmt: str = "png") -> bytes:
     """Two clips of each class of the set (of two groups), as extraction stores them: ``n_frames``
-    frames ``frame_step`` apart, resized with padding to ``size`` x ``size``."""
+    frames ``frame_step`` apart, resized with padding to ``size`` x ``size``; a picture in
+    ``fmt`` (png, jpg or svg)."""
     import matplotlib.pyplot as plt
 
     from components.extract_frames.video import resize_with_pad
@@ -230,7 +231,7 @@ def frame_strip_png(name: str, n_frames: int = 8, frame_step: int = 2, size: int
     rows = [(class_name, render_clip(motion_set, class_name, draw_look(motion_set, rng), rng,
                                      1 + (n_frames - 1) * frame_step)[::frame_step])
             for class_name in motion_set.classes for _ in range(2)]
-    fig, axes = plt.subplots(len(rows), n_frames, figsize=(n_frames * 0.9, len(rows) * 0.95), squeeze=False)
+    fig, axes = plt.subplots(len(rows), n_frames, figsize=(n_frames * 0.7, len(rows) * 0.75), squeeze=False)
     for (class_name, clip), row in zip(rows, axes, strict=True):
         for frame, ax in zip(clip, row, strict=True):
             ax.imshow(cv2.cvtColor(resize_with_pad(frame, size, size), cv2.COLOR_BGR2RGB))
@@ -238,4 +239,4 @@ def frame_strip_png(name: str, n_frames: int = 8, frame_step: int = 2, size: int
             ax.set_yticks([])
         row[0].set_ylabel(class_name, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle(f"{name}: {motion_set.description}", fontsize=9)
-    return render_figure(fig)
+    return render_figure(fig, fmt)
