@@ -63,12 +63,13 @@ def videos_dir(demo_url, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def frames_dir(videos_dir, tmp_path_factory) -> Path:
-    """The extraction stage's output at 4 frames of 32 x 32."""
+    """The extraction stage's output at 4 frames of 32 x 32, the centred clip of each val and test video."""
     from components.extract_frames.config import ClipSpec
     from components.extract_frames.extract import extract_dataset
 
     out = tmp_path_factory.mktemp("frames")
-    extract_dataset(videos_dir, out, ClipSpec(**TINY, clips_per_train_video=2, seed=0))
+    extract_dataset(videos_dir, out, ClipSpec(**TINY, clips_per_train_video=2, eval_clips_per_video=1,
+                                              seed=0))
     return out
 
 

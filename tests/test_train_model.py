@@ -454,3 +454,86 @@ def test_the_saved_model_serves_the_keras_models_probabilities_on_real_clips(mod
     expected = keras.ops.softmax(model.predict_on_batch(clips)).numpy()
     assert np.allclose(json.loads(served.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
     assert expected.shape == (4, 4)
+
+
+def test_the_recipes_networks_keep_the_tutorials_parameter_count():
+    """The videoclf recipe's motion inputs and max pooling add no parameter to the tutorial's network."""
+    motion = build_model(num_classes=10, n_frames=10, height=224, width=224, inputs="motion", pooling="max")
+    assert motion.count_params() == 443_322
+    layers = {type(layer).__name__ for layer in motion.layers}
+    assert {"MotionFeatures", "GlobalMaxPooling3D"} <= layers and "Rescaling" not in layers
+    manifest = {"classes": list("ABCD"), "frame_shape": [4, 32, 32, 3]}
+    for recipe, expected in (("tutorial", {"Rescaling", "GlobalAveragePooling3D"}),
+                             ("videoclf", {"MotionFeatures", "GlobalMaxPooling3D"})):
+        compiled = train_module.compiled_model(manifest, TrainConfig(recipe=recipe), steps_per_epoch=1)
+        assert expected <= {type(layer).__name__ for layer in compiled.layers}
+    with pytest.raises(ValueError, match="motion inputs need clips of 2 frames or more"):
+        build_model(4, 1, 32, 32, inputs="motion")
+
+
+def reference_motion_features(clips: np.ndarray) -> np.ndarray:
+    """MotionFeatures written again with NumPy and SciPy: 3 x 3 box means that count only the
+    pixels inside the frame (as a 'same' average pool does), twice; central differences (half
+    the one-sided ones at the edges, as with the edge pixel repeated); then the products."""
+    from scipy.ndimage import uniform_filter
+
+    x = clips.astype(np.float64) / 255
+
+    def box(a):
+        inside = uniform_filter(np.ones_like(a), size=(1, 1, 3, 3, 1), mode="constant")
+        return uniform_filter(a, size=(1, 1, 3, 3, 1), mode="constant") / inside
+
+    x = box(box(x))
+    change, mean = x[:, 1:] - x[:, :-1], (x[:, 1:] + x[:, :-1]) / 2
+    gx = np.gradient(mean, axis=3, edge_order=1)
+    gy = np.gradient(mean, axis=2, edge_order=1)
+    gx[:, :, :, [0, -1]] /= 2  # a one-sided difference where the edge pixel is repeated
+    gy[:, :, [0, -1]] /= 2
+    features = np.stack([-(change * gx).sum(-1), -(change * gy).sum(-1), (change**2).sum(-1)], axis=-1)
+    spread = np.sqrt((features**2).mean(axis=(1, 2, 3, 4), keepdims=True))
+    return features / np.maximum(spread, (1 / 255) ** 2)
+
+
+def test_motion_features_follow_the_motion_whatever_the_colours():
+    """A square drifting each way on a coloured background, against the reference; the same
+    features when the colour channels are swapped and inverted; none from a still clip."""
+    from components.train_model.model import MotionFeatures
+    from pipelines.motion_sets import MOTION_SETS, draw_look, render_clip
+
+    coloured, rng = MOTION_SETS["coloured"], np.random.default_rng(0)
+    names = ["DriftRight", "DriftLeft", "DriftDown", "DriftUp"]
+    clips = np.stack([render_clip(coloured, name, draw_look(coloured, rng), rng, 15)[::2, :, :, ::-1]
+                      for name in names])
+    features = np.asarray(MotionFeatures()(clips))
+    assert features.shape == (4, 7, 60, 80, 3) and features.dtype == np.float32
+    assert np.allclose(features, reference_motion_features(clips), atol=1e-4)
+    horizontal, vertical = features[..., 0].sum(axis=(1, 2, 3)), features[..., 1].sum(axis=(1, 2, 3))
+    assert horizontal[0] > 0 > horizontal[1] and vertical[2] > 0 > vertical[3]  # right and down are positive
+    assert (np.abs(horizontal[:2]) > 5 * np.abs(vertical[:2])).all()
+    assert (np.abs(vertical[2:]) > 5 * np.abs(horizontal[2:])).all()
+    recoloured = 255 - clips[..., [2, 0, 1]]
+    assert np.allclose(np.asarray(MotionFeatures()(recoloured)), features, atol=1e-4)
+    still = np.repeat(clips[:, :1], 8, axis=1)
+    assert not np.asarray(MotionFeatures()(still)).any()
+
+
+def test_a_small_validation_split_is_scored_on_several_clips_of_each_video(videos_dir, tmp_path):
+    """8 validation videos: by default, 4 evenly spaced clips of each, 32 clips in all, and the
+    kept epoch's record and the report say so; a split of 64 videos or more needs one each."""
+    from components.evaluate_model.evaluate import kept_model_line
+    from components.extract_frames.config import ClipSpec
+    from components.extract_frames.extract import extract_dataset
+
+    settled = [ClipSpec().settled(videos).eval_clips_per_video for videos in (8, 16, 30, 64, 500)]
+    assert settled == [4, 4, 3, 1, 1]
+    assert ClipSpec(eval_clips_per_video=2).settled(8).eval_clips_per_video == 2
+    frames = tmp_path / "frames"
+    manifest = extract_dataset(videos_dir, frames, ClipSpec(n_frames=4, frame_step=2, height=32, width=32,
+                                                            clips_per_train_video=1))
+    assert manifest["eval_clips_per_video"] == 4 and len(manifest["shards"]["val"][0]) == 4
+    train(frames, tmp_path / "model", TrainConfig(epochs=1, batch_size=4, seed=0))
+    selection = json.loads((tmp_path / "model" / SELECTION_FILE).read_text())
+    assert (selection["val_videos"], selection["val_clips"]) == (8, 32)
+    assert json.loads((tmp_path / "model" / SAMPLING_FILE).read_text())["eval_clips_per_video"] == 4
+    line = kept_model_line(selection)  # the report's line (a test of evaluation checks that it is there)
+    assert "chosen by the validation loss on 32 clips (8 videos, 4 evenly spaced clips of each" in line
