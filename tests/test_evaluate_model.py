@@ -140,7 +140,7 @@ def test_the_report_opens_in_a_browser_as_a_page_with_its_figures(frames_dir, mo
     dom = subprocess.run([*browser, "--dump-dom", report.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
     assert "<pre" not in dom, "the browser showed the report as text"
-    assert dom.count('<img alt="') == 4 and dom.count("<h2>") == 7
+    assert dom.count('<img alt="') == 4 and dom.count("<h2>") == 8
     shot = tmp_path / "report.png"
     subprocess.run([*browser, "--window-size=1000,3000", f"--screenshot={shot}", report.as_uri()],
                    capture_output=True, timeout=120, check=True)

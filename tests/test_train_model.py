@@ -251,18 +251,20 @@ def test_the_kept_model_is_flagged_when_its_validation_score_could_be_chance():
     training metrics."""
     from scipy.stats import binom
 
-    def kept_after(accuracies: list[float], clips: int) -> dict:
+    def kept_after(accuracies: list[float], videos: int) -> dict:
         state = {**fresh_state(), "epoch_seconds": [1.0] * len(accuracies)}
         for epoch, accuracy in enumerate(accuracies):  # the loss falls: the last epoch is kept
             record_epoch(state, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.0 - epoch / 100,
                                  "val_accuracy": accuracy}, patience=0, warmup_epochs=0)
-        selection = selection_of(state, {"counts": {"val": clips}, "classes": ["a", "b", "c", "d"]})
+        selection = selection_of(state, {"counts": {"val": videos}, "eval_clips_per_video": 2,
+                                         "classes": ["a", "b", "c", "d"]})
         return selection, training_metrics(state, selection, train_clips=16)
 
-    lucky, metrics = kept_after([0.25] * 10 + [0.5], clips=16)  # 8 of 16, the best of 11 epochs
+    lucky, metrics = kept_after([0.25] * 10 + [0.5], videos=16)  # 8 of 16, the best of 11 epochs
     assert lucky["epoch"] == 11 and lucky["p_value"] == pytest.approx(min(1, 11 * binom.sf(7, 16, 0.25)))
     assert lucky["within_chance"] and metrics["kept_within_chance"] == 1
-    learned, metrics = kept_after([0.25] * 10 + [0.5], clips=160)  # 80 of 160: far beyond chance
+    assert (lucky["val_videos"], lucky["val_clips"]) == (16, 32)  # chance counts videos, not their clips
+    learned, metrics = kept_after([0.25] * 10 + [0.5], videos=160)  # 80 of 160: far beyond chance
     assert learned["p_value"] == pytest.approx(11 * binom.sf(79, 160, 0.25))
     assert not learned["within_chance"] and metrics["kept_within_chance"] == 0
 
