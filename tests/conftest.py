@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny UCF101-layout zip served over loopback, and the stages run on it."""
 
+import fcntl
 import os
+import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -120,15 +123,33 @@ def bucket(request, monkeypatch) -> str:
     return f"{request.param}://{name}"
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that ``build`` fills once per test session: under pytest-xdist the first worker
+    to ask builds it while the others wait on a file lock, then all read it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def model_dir(frames_dir, tmp_path_factory) -> Path:
-    """A model folder trained for one epoch on the tiny frames."""
+    """A model folder trained for one epoch on the tiny frames (read-only: copy it to change it)."""
     from components.train_model.config import TrainConfig
     from components.train_model.train import train
 
-    out = tmp_path_factory.mktemp("model")
-    train(frames_dir, out, TrainConfig(epochs=1, batch_size=4, seed=0))
-    return out
+    return built_once(tmp_path_factory, "model",
+                      lambda out: train(frames_dir, out, TrainConfig(epochs=1, batch_size=4, seed=0)))
 
 
 @pytest.fixture
