@@ -587,7 +587,8 @@ def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, de
          f"{bucket}/datasets/UCF101.zip", "--checkpoint-dir", f"{bucket}/checkpoints/run-1",
          "--num-classes", "4", "--train-per-class", "4", "--val-per-class", "2", "--test-per-class", "2",
          "--n-frames", "4", "--height", "32", "--width", "32", "--epochs", "1", "--random-flip", "false",
-         "--deploy", "true", "--min-accuracy", "1.0"],
+         "--deploy", "true", "--min-accuracy", "1.0",
+         "--deploy-timeout-seconds", "30"],  # a gate left open by mistake fails in seconds, not minutes
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
