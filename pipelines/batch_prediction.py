@@ -27,12 +27,10 @@ URI (``backend/src/v2/component/importer_launcher.go``), and every shard that fi
 too (run without the cache to list a source that has changed since).
 """
 
-import tempfile
 from pathlib import Path
 from typing import NamedTuple
 
-import yaml
-from kfp import compiler, dsl, kubernetes
+from kfp import dsl, kubernetes
 from kfp.dsl import HTML, Dataset, Markdown, Model
 
 from components import images
@@ -40,7 +38,7 @@ from components.serve_model.component import batch_predict, gather_predictions, 
 from components.serve_model.config import BATCH_SIZE, TOP_K, VIDEOS_PER_SHARD
 from components.storage import S3_SECRET_KEYS
 from pipelines.targets import DEFAULT_TARGET, MIN_BACKEND_FAN_OUT, Target
-from pipelines.video_classification import all_tasks, reference_images
+from pipelines.video_classification import reference_images, write_compiled
 
 PIPELINE_NAME = "video-batch-prediction"
 DESCRIPTION = "Labels every video of a source with a trained video classifier, as JSON lines."
@@ -99,23 +97,10 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
 def compile_pipeline(path: Path = COMPILED_YAML, target: Target = DEFAULT_TARGET,
                      image_names: dict[str, str] | None = None, enable_caching: bool = True) -> Path:
     """Compiles the batch pipeline for ``target`` to YAML naming ``image_names`` (by default the
-    reference images of the committed YAML); without caching, every task of every DAG has it off."""
+    reference images of the committed YAML)."""
     reference = image_names is None
     image_names = image_names or reference_images()
-    with tempfile.TemporaryDirectory(prefix="videoclf-compile-") as tmp:
-        compiled = Path(tmp) / "pipeline.yaml"
-        compiler.Compiler().compile(build_pipeline(target, image_names), str(compiled))
-        pipeline_spec, *platform_spec = yaml.safe_load_all(compiled.read_text())
-    if not enable_caching:
-        for task in all_tasks(pipeline_spec):
-            task["cachingOptions"] = {"enableCache": False}
-    documents = [pipeline_spec] + (platform_spec if target.platform == "kubeflow" else [])
-    where = ("Vertex AI Pipelines" if target.platform == "vertex"
-             else f"Kubeflow Pipelines (backend {MIN_BACKEND_FAN_OUT} or newer)")
-    header = (f"# {PIPELINE_NAME}, compiled by videoclf for {where}.\n"
-              f"# Images: {', '.join(sorted({image_names[IMAGE_OF[stage]] for stage in IMAGE_OF}))}\n")
-    if reference:
-        header += ("# The reference build, kept for review: its images are local. For a cluster, compile\n"
-                   "# with: videoclf batch --compile FILE --target kubeflow|vertex --registry REGISTRY\n")
-    Path(path).write_text(header + yaml.safe_dump_all(documents, sort_keys=True))
-    return Path(path)
+    recompile = "videoclf batch --compile FILE --target kubeflow|vertex --registry REGISTRY"
+    return write_compiled(build_pipeline(target, image_names), path, target, enable_caching, PIPELINE_NAME,
+                          MIN_BACKEND_FAN_OUT, sorted({image_names[IMAGE_OF[stage]] for stage in IMAGE_OF}),
+                          recompile if reference else "")

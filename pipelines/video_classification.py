@@ -269,25 +269,35 @@ def reference_images() -> dict[str, str]:
 def compile_pipeline(path: Path = COMPILED_YAML, target: Target = DEFAULT_TARGET,
                      image_names: dict[str, str] | None = None, enable_caching: bool = True) -> Path:
     """Compiles the pipeline for ``target`` to YAML naming ``image_names`` (by default the
-    reference images of the committed YAML). Without caching, every task of every DAG has it
-    off (``kfp.Client`` turns it off for the root DAG's tasks only, not for those in a loop)."""
+    reference images of the committed YAML)."""
     reference = image_names is None
     image_names = image_names or reference_images()
+    recompile = "videoclf compile --target kubeflow|vertex --registry REGISTRY"
+    return write_compiled(build_pipeline(target, image_names), path, target, enable_caching, PIPELINE_NAME,
+                          target.min_backend, [image_names[name] for name in images.NAMES],
+                          recompile if reference else "")
+
+
+def write_compiled(pipeline, path: Path, target: Target, enable_caching: bool, name: str, min_backend: str,
+                   image_list: list[str], recompile: str = "") -> Path:
+    """Compiles ``pipeline`` to YAML at ``path`` behind a header naming its platform and images
+    (and, for a reference build, ``recompile``: how to compile it for a cluster); the platform
+    spec only for Kubeflow. Without caching, every task of every DAG has it off (``kfp.Client``
+    turns it off for the root DAG's tasks only, not for those in a loop)."""
     with tempfile.TemporaryDirectory(prefix="videoclf-compile-") as tmp:
         compiled = Path(tmp) / "pipeline.yaml"
-        compiler.Compiler().compile(build_pipeline(target, image_names), str(compiled))
+        compiler.Compiler().compile(pipeline, str(compiled))
         pipeline_spec, *platform_spec = yaml.safe_load_all(compiled.read_text())
     if not enable_caching:
         for task in all_tasks(pipeline_spec):
             task["cachingOptions"] = {"enableCache": False}
     documents = [pipeline_spec] + (platform_spec if target.platform == "kubeflow" else [])
     where = ("Vertex AI Pipelines" if target.platform == "vertex"
-             else f"Kubeflow Pipelines (backend {target.min_backend} or newer)")
-    header = (f"# {PIPELINE_NAME}, compiled by videoclf for {where}.\n"
-              f"# Images: {', '.join(image_names[name] for name in images.NAMES)}\n")
-    if reference:
+             else f"Kubeflow Pipelines (backend {min_backend} or newer)")
+    header = f"# {name}, compiled by videoclf for {where}.\n# Images: {', '.join(image_list)}\n"
+    if recompile:
         header += ("# The reference build, kept for review: its images are local. For a cluster, compile\n"
-                   "# with: videoclf compile --target kubeflow|vertex --registry REGISTRY\n")
+                   f"# with: {recompile}\n")
     Path(path).write_text(header + yaml.safe_dump_all(documents, sort_keys=True))
     return Path(path)
 
