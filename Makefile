@@ -22,10 +22,13 @@ LOCK := $(BIN)/uv pip compile pyproject.toml --quiet --python-version 3.11 \
 .PHONY: demo test lint compile images push lock clean
 
 # uv settles .[dev] in seconds, where pip's resolver backtracks through old releases for minutes.
+# --compile-bytecode writes the .pyc files at install, as pip does and uv does not by default:
+# where PYTHONDONTWRITEBYTECODE is set, every process would otherwise compile TensorFlow's
+# sources again (about 15 s of CPU each: a kfp.local task, a test's subprocess).
 $(BIN)/videoclf: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev]"
 	touch $@
 
 demo: $(BIN)/videoclf  ## run the whole pipeline offline on a synthetic dataset
@@ -37,8 +40,9 @@ test: lint  ## lint, then run every test
 lint: $(BIN)/videoclf
 	$(BIN)/ruff check .
 
-compile: $(BIN)/videoclf  ## rewrite the reference YAML, pipelines/video_classification.yaml
+compile: $(BIN)/videoclf  ## rewrite the reference YAMLs, pipelines/video_classification.yaml and batch_prediction.yaml
 	$(BIN)/videoclf compile
+	$(BIN)/videoclf batch --compile pipelines/batch_prediction.yaml
 
 images: $(addprefix image-,$(IMAGES))  ## build the component images (REGISTRY, TAG)
 

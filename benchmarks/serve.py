@@ -41,7 +41,8 @@ from components.common import write_json
 from components.serve_model.predict import Predictor
 from components.train_model.model import build_model
 from components.train_model.model_folder import CLASSES_FILE, MODEL_FILE, SAMPLING_FILE
-from pipelines.demo_data import DIRECTIONS, encode_avi, render_clip
+from pipelines.demo_data import encode_avi
+from pipelines.motion_sets import MOTION_SETS, draw_look, render_clip
 
 CLASSES = 10
 FRAME_STEP, TRAIN_FPS = 15, 25
@@ -290,9 +291,10 @@ def main() -> None:
         model_dir = model_folder(Path(tmp) / "model", args.frames, args.size)
         video = args.clip or Path(tmp) / "video.avi"
         if args.clip is None:
-            video.write_bytes(encode_avi(render_clip(DIRECTIONS["DriftRight"], np.random.default_rng(0),
-                                                     UCF101_FRAMES, side=40, shade=200,
-                                                     frame_size=UCF101_FRAME_SIZE)))
+            square, rng = MOTION_SETS["easy"], np.random.default_rng(0)
+            look = draw_look(square, rng, UCF101_FRAME_SIZE)
+            video.write_bytes(encode_avi(render_clip(square, "DriftRight", look, rng, UCF101_FRAMES,
+                                                     UCF101_FRAME_SIZE)))
         predictor = Predictor(model_dir)
         clip = predictor.video_clips(video)[0]
         [expected] = predictor.probabilities([clip])

@@ -18,8 +18,11 @@ URI: credentials from the environment).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import yaml
+
+from components.storage import S3_SECRET_KEYS
 
 CONFIG_MAP = "kfp-launcher"
 DEFAULT_PIPELINE_ROOT = "minio://mlpipeline/v2/artifacts"
@@ -92,3 +95,14 @@ def store_of(uri: str, config: dict | None) -> S3Store | None:
     ref = credentials.get("secretref") or {}
     return S3Store(endpoint, ref.get("secretname", ""), ref.get("accesskeykey", DEFAULT_KEYS[0]),
                    ref.get("secretkeykey", DEFAULT_KEYS[1]), chosen["region"])
+
+
+def serving_store(uri: str, read_config: Callable[[], dict | None], s3_endpoint: str = "",
+                  s3_secret: str = "") -> S3Store | None:
+    """The store a model server reads the artifact at ``uri`` from: the ``s3_endpoint`` and
+    ``s3_secret`` the pipeline was compiled with (every task's, with the Secret's keys
+    ``accesskey`` and ``secretkey``), else the launcher's (``store_of``, with the ConfigMap data
+    that ``read_config`` reads only then); None for a ``gs://`` or local artifact."""
+    if s3_endpoint or s3_secret:
+        return S3Store(s3_endpoint, s3_secret, *S3_SECRET_KEYS)
+    return store_of(uri, read_config()) if uri.startswith(("minio://", "s3://")) else None

@@ -17,13 +17,21 @@ from components.storage import is_remote
 from pipelines.local_runner import RUNNERS
 from pipelines.targets import PLATFORMS, RESOURCES, SWEEP_PARALLELISM, Target, TargetError
 
-PIPELINE_COMMANDS = ("compile", "run", "demo", "submit", "doctor")  # those that build the pipeline
+PIPELINE_COMMANDS = ("compile", "run", "demo", "submit", "doctor", "batch")  # those that build a pipeline
 
 
 @functools.cache
 def pipeline_params() -> dict[str, inspect.Parameter]:
     """The pipeline's parameters, read off its function (which imports KFP and the components)."""
     from pipelines.video_classification import build_pipeline
+
+    return dict(inspect.signature(build_pipeline().pipeline_func).parameters)
+
+
+@functools.cache
+def batch_params() -> dict[str, inspect.Parameter]:
+    """The batch prediction pipeline's parameters."""
+    from pipelines.batch_prediction import build_pipeline
 
     return dict(inspect.signature(build_pipeline().pipeline_func).parameters)
 
@@ -49,15 +57,18 @@ def flag_value(annotation: type):
     return parse
 
 
-def add_pipeline_flags(parser: argparse.ArgumentParser, use_defaults: bool) -> None:
-    """One flag per pipeline parameter, named after it in kebab case."""
+def add_pipeline_flags(parser: argparse.ArgumentParser, use_defaults: bool,
+                       params: dict[str, inspect.Parameter] | None = None) -> None:
+    """One flag per pipeline parameter (of the main pipeline, or ``params``), named after it in
+    kebab case; one without a default is required to run the pipeline."""
     group = parser.add_argument_group("pipeline parameters")
-    for name, param in pipeline_params().items():
-        default = param.default if use_defaults else None
+    for name, param in (params or pipeline_params()).items():
+        required = param.default is inspect.Parameter.empty
+        default = param.default if use_defaults and not required else None
         shown = json.dumps(default) if isinstance(default, dict | list | bool) else default
+        told = "required" if required else f"default: {shown if use_defaults else 'the pipeline default'}"
         group.add_argument(f"--{name.replace('_', '-')}", dest=name, type=flag_value(param.annotation),
-                           default=default, metavar=param.annotation.__name__.upper(),
-                           help=f"(default: {shown if use_defaults else 'the pipeline default'})")
+                           default=default, metavar=param.annotation.__name__.upper(), help=f"({told})")
 
 
 def add_target_flags(parser: argparse.ArgumentParser, cluster: bool) -> None:
@@ -219,22 +230,60 @@ def add_kubeflow_access_flags(parser: argparse.ArgumentParser) -> None:
                                         "default-editor -n NAMESPACE --audience pipelines.kubeflow.org) "
                                         "(default: the file KF_PIPELINES_SA_TOKEN_PATH names, if set)")
     parser.add_argument("--service-account",
-                        help="the service account the run uses: on Vertex AI, the one it runs as; on "
-                             "Kubeflow, the one the checks and --rbac are for (default: pipeline-runner, "
-                             "or default-editor on a multi-user cluster)")
+                        help="the service account the run runs as, on Vertex AI and on Kubeflow, where "
+                             "the checks and --rbac are for it too (default: pipeline-runner, or "
+                             "default-editor on a multi-user cluster)")
     parser.add_argument("--no-kube-checks", action="store_true",
                         help="Kubeflow: skip the checks that read the cluster through the kubeconfig")
 
 
 def predict_command(args: argparse.Namespace) -> None:
-    from components.serve_model.predict import predict_videos
+    """Answers the sources' videos: JSON lines on stdout, or into ``--output`` (resumable) with the
+    summary on stdout; exits with 1 when a video could not be read."""
+    from components.serve_model.batch import predict
 
-    answers = predict_videos(args.model, args.videos, args.top_k)
-    for answer in answers:
-        print(json.dumps(answer), flush=True)
-    failed = sum("error" in a for a in answers)
-    if failed:
-        sys.exit(f"videoclf predict: {failed} of {len(answers)} videos could not be read")
+    try:
+        summary = predict(args.model, args.sources, args.output, top_k=args.top_k, segments=args.segments,
+                          batch_size=args.batch_size, workers=args.workers, retry_failed=args.retry_failed,
+                          report=args.report)
+    except ValueError as e:  # a bad flag, or an output written with other settings
+        sys.exit(f"videoclf predict: {e}")
+    except KeyboardInterrupt:
+        kept = f": {args.output} keeps the lines written; the same command goes on" if args.output else ""
+        print(f"videoclf predict: interrupted{kept}", file=sys.stderr)
+        sys.exit(130)
+    if args.output:
+        print(json.dumps({**summary, "output": str(args.output)}), flush=True)
+    if summary["failed"]:
+        sys.exit(f"videoclf predict: {summary['failed']} of {summary['videos']} videos could not be read")
+
+
+def batch_command(args: argparse.Namespace) -> None:
+    """Compiles the batch prediction pipeline, or runs it on this machine (``kfp.local``)."""
+    from pipelines import batch_prediction
+
+    params = {name: getattr(args, name) for name in batch_params() if getattr(args, name) is not None}
+    if args.compile:
+        from components.images import cluster_images
+
+        if args.target is None and (args.registry or args.s3_secret or args.s3_endpoint):
+            raise TargetError("--registry, --s3-secret and --s3-endpoint are for a cluster: add --target")
+        target = Target(args.target or "kubeflow", s3_secret=args.s3_secret, s3_endpoint=args.s3_endpoint)
+        target.check()
+        names = cluster_images(args.registry) if args.target else None
+        path = batch_prediction.compile_pipeline(args.compile, target, names)
+        logging.getLogger("videoclf").info("wrote %s", path)
+        return
+    if args.target or args.registry or args.s3_secret or args.s3_endpoint:
+        raise TargetError("--target, --registry, --s3-secret and --s3-endpoint are for --compile: a local "
+                          "run reads local paths and the environment's credentials")
+    missing = [f"--{name.replace('_', '-')}" for name, p in batch_params().items()
+               if p.default is inspect.Parameter.empty and name not in params]
+    if missing:
+        raise TargetError(f"running the batch pipeline needs {' and '.join(missing)}")
+    from pipelines.local_runner import print_summary, run_batch_local
+
+    print_summary(run_batch_local(params, args.output, args.runner))
 
 
 def serve_command(args: argparse.Namespace) -> None:
@@ -318,13 +367,47 @@ def build_parser(pipeline_flags: bool = True) -> argparse.ArgumentParser:
         add_pipeline_flags(submit_cmd, use_defaults=False)
         add_pipeline_flags(doctor, use_defaults=False)
 
-    predict = commands.add_parser("predict", help="the top classes of each video, as JSON lines")
+    predict = commands.add_parser("predict", help="the top classes of each video, or its labels over time, "
+                                                  "as JSON lines")
     predict.set_defaults(func=predict_command)
-    predict.add_argument("--model", type=Path, required=True,
-                         help="a trained model folder (or the model.keras in it)")
+    predict.add_argument("--model", required=True,
+                         help="a trained model folder (or the model.keras in it): local, gs:// or s3://")
     predict.add_argument("--top-k", type=int, default=serving.TOP_K,
-                         help="classes per video (default: %(default)s)")
-    predict.add_argument("videos", type=Path, nargs="+", metavar="VIDEO")
+                         help="classes per video or segment (default: %(default)s)")
+    predict.add_argument("--output", metavar="FILE.jsonl",
+                         help="write the lines here as they come, resumably: a run again skips the videos "
+                              "it holds; the summary goes to stdout (default: the lines to stdout)")
+    predict.add_argument("--segments", type=float, default=0.0, metavar="SECONDS",
+                         help="label each video over time: the model's clip slid every SECONDS, neighbours "
+                              "with the same top class merged (default: one label per video)")
+    predict.add_argument("--batch-size", type=int, default=serving.BATCH_SIZE,
+                         help="clips the model scores at once (default: %(default)s)")
+    predict.add_argument("--workers", type=int, default=0,
+                         help="decoding processes (default: one per core; 1: in this process)")
+    predict.add_argument("--retry-failed", action="store_true",
+                         help="with --output, try again the videos it holds an error for")
+    predict.add_argument("--report", type=Path, metavar="FILE.html",
+                         help="also write a report page: counts per class, failures, a timeline per video")
+    predict.add_argument("sources", nargs="+", metavar="SOURCE",
+                         help="a video, a folder, a zip or a list of videos (.txt, .csv): local, gs:// or s3://")
+
+    batch = commands.add_parser("batch", help="label a source with a model: the batch prediction pipeline, "
+                                              "run locally (kfp.local) or compiled for a cluster")
+    batch.set_defaults(func=batch_command)
+    batch.add_argument("--output", type=Path, default=Path("videoclf-batch"),
+                       help="the local pipeline root (default: videoclf-batch)")
+    add_runner_flag(batch)
+    batch.add_argument("--compile", type=Path, metavar="FILE",
+                       help="write the pipeline's YAML instead of running it (the committed reference is "
+                            "pipelines/batch_prediction.yaml)")
+    batch.add_argument("--target", choices=PLATFORMS, help="with --compile: for this platform, naming the "
+                                                           "images in --registry (default: the reference)")
+    batch.add_argument("--registry", help="the registry the cluster pulls the images from "
+                                          "(default: VIDEOCLF_REGISTRY)")
+    batch.add_argument("--s3-secret", default="", metavar="NAME",
+                       help="Kubeflow: a Secret with keys accesskey and secretkey that every task gets as "
+                            "its AWS credentials for s3://")
+    batch.add_argument("--s3-endpoint", default="", metavar="URL", help="every task's AWS_ENDPOINT_URL")
 
     serve = commands.add_parser("serve", help="serve a trained model over HTTP (KServe v1 and v2)")
     serve.set_defaults(func=serve_command)
@@ -337,6 +420,9 @@ def build_parser(pipeline_flags: bool = True) -> argparse.ArgumentParser:
                        help="classes per answer (default: %(default)s)")
     serve.add_argument("--max-request-mb", type=int, default=serving.MAX_REQUEST_MB,
                        help="larger requests are refused with 413 (default: %(default)s)")
+
+    if pipeline_flags:
+        add_pipeline_flags(batch, use_defaults=True, params=batch_params())
 
     lineage = commands.add_parser("lineage", help="print a local run's artifact graph and draw it")
     lineage.set_defaults(func=lineage_command)

@@ -8,14 +8,15 @@ training included, takes a few minutes on two CPU cores.
 import tempfile
 from pathlib import Path
 
-from pipelines.demo_data import DIRECTIONS, make_demo_zip
+from pipelines.demo_data import make_demo_zip
 from pipelines.local_runner import run_local
+from pipelines.motion_sets import MOTION_SETS
 from pipelines.range_server import serve_directory
 from pipelines.targets import DEFAULT_TARGET, Target
 
 ZIP_NAME = "UCF101_demo.zip"
 DEMO_PARAMS = {
-    "num_classes": len(DIRECTIONS),
+    "num_classes": len(MOTION_SETS["easy"].classes),
     "train_per_class": 50,
     "val_per_class": 20,
     "test_per_class": 30,

@@ -104,8 +104,8 @@ def submit_kubeflow(host: str, params: dict, target: Target, image_names: dict[s
                     namespace: str | None = None, wait: bool = False, timeout_s: float | None = None,
                     poll_s: float = 10, token: str | None = None, service_account: str | None = None,
                     kube_checks: bool = True) -> dict:
-    """Checks what the run needs, then creates it with ``kfp.Client``; returns its id, URL and,
-    if ``wait``, its final state."""
+    """Checks what the run needs, then creates it with ``kfp.Client``, its pods running as
+    ``service_account`` where one is given; returns its id, URL and, if ``wait``, its final state."""
     target.check_params(params)
     host = host.rstrip("/")
     errors = client_errors()
@@ -115,9 +115,13 @@ def submit_kubeflow(host: str, params: dict, target: Target, image_names: dict[s
         with tempfile.TemporaryDirectory(prefix="videoclf-submit-") as tmp:
             package = compile_pipeline(Path(tmp) / f"{PIPELINE_NAME}.yaml", target, image_names,
                                        enable_caching)
+            # The run's pods run as the account the preflight checked: the API server sets it
+            # on the workflow (backend/src/apiserver/template/template.go,
+            # setDefaultServiceAccount, 2.17.0), else its default (pipeline-runner, or
+            # default-editor in a multi-user namespace).
             run = client.create_run_from_pipeline_package(
                 str(package), arguments=params, run_name=run_name, experiment_name=experiment,
-                namespace=namespace, enable_caching=enable_caching)
+                namespace=namespace, enable_caching=enable_caching, service_account=service_account)
     except errors as e:
         raise api_error(host, e) from e
     result = {"run_id": run.run_id, "url": f"{host}/#/runs/details/{run.run_id}"}

@@ -92,14 +92,11 @@ def as_parameter_types(pipeline, params: dict) -> dict:
             for name, value in params.items()}
 
 
-def run_local(params: dict, output_dir: Path, runner: str = "subprocess",
-              target: Target = DEFAULT_TARGET) -> dict:
-    """Runs the pipeline compiled for ``target`` (its extraction parts, sweep and init model)
-    with ``params`` on ``runner`` (``subprocess`` or ``docker``); returns the summary it also
-    writes to ``output_dir``."""
+@contextlib.contextmanager
+def local_session(output_dir: Path, runner: str) -> Iterator[Path]:
+    """``kfp.local`` set up to run pipelines on ``runner`` (``subprocess`` or ``docker``), their
+    artifacts under ``output_dir``; the folder, made absolute."""
     from kfp import local
-
-    from pipelines.video_classification import build_pipeline
 
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -110,12 +107,23 @@ def run_local(params: dict, output_dir: Path, runner: str = "subprocess",
     warnings.filterwarnings("ignore", message=".*no effect in the current local runner.*")
     if runner not in RUNNERS:
         raise ValueError(f"runner must be one of {', '.join(RUNNERS)}, got {runner!r}")
-    target.check()
-    target.check_swept(params)
     with (docker_runner() if runner == "docker"
           else contextlib.nullcontext(local.SubprocessRunner(use_venv=False))) as kfp_runner:
         local.init(runner=kfp_runner, pipeline_root=str(output_dir), raise_on_error=True)
-        log.info("running the pipeline locally with the %s runner; artifacts go to %s", runner, output_dir)
+        log.info("running locally with the %s runner; artifacts go to %s", runner, output_dir)
+        yield output_dir
+
+
+def run_local(params: dict, output_dir: Path, runner: str = "subprocess",
+              target: Target = DEFAULT_TARGET) -> dict:
+    """Runs the pipeline compiled for ``target`` (its extraction parts, sweep and init model)
+    with ``params`` on ``runner`` (``subprocess`` or ``docker``); returns the summary it also
+    writes to ``output_dir``."""
+    from pipelines.video_classification import build_pipeline
+
+    target.check()
+    target.check_swept(params)
+    with local_session(output_dir, runner) as output_dir:
         pipeline = build_pipeline(target)
         outputs = pipeline(**as_parameter_types(pipeline, params)).outputs
     test = outputs["test_metrics"].metadata
@@ -153,3 +161,22 @@ def run_local(params: dict, output_dir: Path, runner: str = "subprocess",
 def print_summary(summary: dict) -> None:
     """Prints the summary as one line of JSON, the last line of a run's output."""
     print(json.dumps(summary), flush=True)
+
+
+def run_batch_local(params: dict, output_dir: Path, runner: str = "subprocess") -> dict:
+    """Runs the batch prediction pipeline with ``params`` on ``runner``; returns the summary it
+    also writes to ``output_dir``: the counts, and the predictions, summary and report files."""
+    from pipelines.batch_prediction import build_pipeline
+
+    with local_session(output_dir, runner) as output_dir:
+        pipeline = build_pipeline()
+        outputs = pipeline(**as_parameter_types(pipeline, params)).outputs
+    predictions = outputs["predictions"]
+    run_dir = Path(predictions.path).parents[1]
+    summary = {**{k: predictions.metadata[k] for k in ("videos", "answered", "failed")},
+               "predictions": link(run_dir / "predictions.jsonl", predictions.path),
+               "summary": link(run_dir / "summary.md", outputs["summary"].path),
+               "report": link(run_dir / "report.html", outputs["report"].path),
+               "run_dir": str(run_dir), "params": params}
+    write_json(output_dir / SUMMARY_FILE, summary)
+    return summary

@@ -46,6 +46,18 @@ RESOURCES = {"download": ("1", "2Gi"), "extract": ("3", "8Gi"), "gather": ("1", 
 CPU = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 MEMORY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 
+# How long after the training task's first attempt started Kubeflow still retries it. KFP
+# compiles set_retry's backoff_max_duration into the retry template's backoff.maxDuration
+# (kubeflow/pipelines backend/src/v2/compiler/argocompiler/container.go,
+# getTaskRetryStrategyFromInput, 2.5.0 to 2.17.0), and Argo retries no failure that ends past it
+# ("Max duration limit exceeded"), nor one whose back-off would, and ends a retry's pod at that
+# deadline (argo-workflows workflow/controller/operator.go, processNodeRetries, executionDeadline,
+# v3.7.3 and v4.0.5, the releases KFP 2.16.0 and 2.17.0 install). The SDK's default, 3600 s, would
+# leave a training that fails after its first hour unretried. Vertex AI reads the field as the
+# cap of each back-off (its "Configure retries" page), which 60 s doubling three times never
+# reaches: there it keeps the SDK's default.
+TRAIN_RETRY_WINDOW = "168h"
+
 # The oldest Kubeflow Pipelines backend that runs the compiled spec, and why:
 # 2.5.0: node selector and tolerations as JSON parameters, PVC and secret names as parameters
 #   (kubeflow/pipelines#11770), resource requests and the accelerator as placeholders
@@ -221,6 +233,12 @@ class Target:
     @property
     def default_accelerator(self) -> str:
         return VERTEX_GPU if self.platform == "vertex" else KUBEFLOW_GPU
+
+    @property
+    def train_retry_window(self) -> str | None:
+        """The training task's ``backoff_max_duration``: TRAIN_RETRY_WINDOW on Kubeflow, else the
+        SDK's default."""
+        return TRAIN_RETRY_WINDOW if self.platform == "kubeflow" else None
 
     @property
     def min_backend(self) -> str:

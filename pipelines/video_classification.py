@@ -20,15 +20,19 @@ validation loss, gathered with ``dsl.Collected``: only that model is evaluated a
 deployed. With an init model, a ``dsl.importer`` makes it an input artifact of training.
 
 Every task has CPU and memory requests equal to its limits (Vertex AI sizes its machine from the
-limits), as the target sets them (``pipelines.targets.RESOURCES``). The training task is retried
-when its main container fails; a retry after a failure that would recur (a diverged loss, a
-checkpoint volume it cannot write) ends at once with the same error. A pod lost with its node is
-not retried: KFP compiles the retry as an Argo ``retryStrategy`` with a limit and a back-off and
-no ``retryPolicy`` (kubeflow/pipelines ``backend/src/v2/compiler/argocompiler/container.go``,
-``getTaskRetryStrategyFromInput``, 2.17.0), so Argo's default ``OnFailure`` applies
-(argo-workflows ``pkg/apis/workflow/v1alpha1/workflow_types.go``, ``RetryPolicyActual``, v4.0.5),
-and a pod that disappears is marked an ``Error`` ("pod deleted", ``workflow/controller/
-operator.go``), which ``OnFailure`` does not retry. Retrying the run resumes it (docs/training.md).
+limits), as the target sets them (``pipelines.targets.RESOURCES``). The training task asks for 3
+retries with back-off (``set_retry``); a retry after a failure that would recur (a diverged loss,
+a checkpoint volume it cannot write) ends at once with the same error. Which failures Kubeflow
+retries is the cluster's Argo's choice, not the pipeline's: KFP compiles the retry as an Argo
+``retryStrategy`` with a limit and a back-off and no ``retryPolicy`` (kubeflow/pipelines
+``backend/src/v2/compiler/argocompiler/container.go``, ``getTaskRetryStrategyFromInput``,
+2.17.0), and Argo merges its controller's ``templateDefaults`` under it
+(argo-workflows ``workflow/controller/operator.go``, ``mergedTemplateDefaultsInto``, v4.0.5).
+Without them (KFP 2.16.0 and earlier) Argo's default ``OnFailure`` retries a failed container and
+not a pod deleted with its node (an ``Error``); KFP 2.17.0 installs ``retryPolicy: OnError``
+(``manifests/kustomize/third-party/argo/base/workflow-controller-configmap-patch.yaml``), which
+retries only the latter. ``videoclf doctor`` reads the cluster's; docs/training.md has the table.
+Retrying the run resumes training from its checkpoints.
 
 Identical runs are served from KFP's cache, whose key is a task's input values, its input
 artifacts, its image and command, and its PVCs (``backend/src/v2/cacheutils/cache.go``,
@@ -197,7 +201,8 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
                 **({"run_id": dsl.PIPELINE_JOB_ID_PLACEHOLDER} if target.checkpoint_pvc else {}),
                 **arguments), "train")
             train.set_accelerator_type(accelerator_type).set_accelerator_limit(accelerator_count)
-            train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2)
+            train.set_retry(num_retries=TRAIN_RETRIES, backoff_duration="60s", backoff_factor=2,
+                            backoff_max_duration=target.train_retry_window)
             if target.platform == "kubeflow":
                 kubernetes.add_node_selector_json(train, gpu_node_selector)
                 kubernetes.add_toleration_json(train, gpu_tolerations)
@@ -326,25 +331,35 @@ def reference_images() -> dict[str, str]:
 def compile_pipeline(path: Path = COMPILED_YAML, target: Target = DEFAULT_TARGET,
                      image_names: dict[str, str] | None = None, enable_caching: bool = True) -> Path:
     """Compiles the pipeline for ``target`` to YAML naming ``image_names`` (by default the
-    reference images of the committed YAML). Without caching, every task of every DAG has it
-    off (``kfp.Client`` turns it off for the root DAG's tasks only, not for those in a loop)."""
+    reference images of the committed YAML)."""
     reference = image_names is None
     image_names = image_names or reference_images()
+    recompile = "videoclf compile --target kubeflow|vertex --registry REGISTRY"
+    return write_compiled(build_pipeline(target, image_names), path, target, enable_caching, PIPELINE_NAME,
+                          target.min_backend, [image_names[name] for name in images.NAMES],
+                          recompile if reference else "")
+
+
+def write_compiled(pipeline, path: Path, target: Target, enable_caching: bool, name: str, min_backend: str,
+                   image_list: list[str], recompile: str = "") -> Path:
+    """Compiles ``pipeline`` to YAML at ``path`` behind a header naming its platform and images
+    (and, for a reference build, ``recompile``: how to compile it for a cluster); the platform
+    spec only for Kubeflow. Without caching, every task of every DAG has it off (``kfp.Client``
+    turns it off for the root DAG's tasks only, not for those in a loop)."""
     with tempfile.TemporaryDirectory(prefix="videoclf-compile-") as tmp:
         compiled = Path(tmp) / "pipeline.yaml"
-        compiler.Compiler().compile(build_pipeline(target, image_names), str(compiled))
+        compiler.Compiler().compile(pipeline, str(compiled))
         pipeline_spec, *platform_spec = yaml.safe_load_all(compiled.read_text())
     if not enable_caching:
         for task in all_tasks(pipeline_spec):
             task["cachingOptions"] = {"enableCache": False}
     documents = [pipeline_spec] + (platform_spec if target.platform == "kubeflow" else [])
     where = ("Vertex AI Pipelines" if target.platform == "vertex"
-             else f"Kubeflow Pipelines (backend {target.min_backend} or newer)")
-    header = (f"# {PIPELINE_NAME}, compiled by videoclf for {where}.\n"
-              f"# Images: {', '.join(image_names[name] for name in images.NAMES)}\n")
-    if reference:
+             else f"Kubeflow Pipelines (backend {min_backend} or newer)")
+    header = f"# {name}, compiled by videoclf for {where}.\n# Images: {', '.join(image_list)}\n"
+    if recompile:
         header += ("# The reference build, kept for review: its images are local. For a cluster, compile\n"
-                   "# with: videoclf compile --target kubeflow|vertex --registry REGISTRY\n")
+                   f"# with: {recompile}\n")
     Path(path).write_text(header + yaml.safe_dump_all(documents, sort_keys=True))
     return Path(path)
 

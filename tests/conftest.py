@@ -1,7 +1,10 @@
 """Shared fixtures: a tiny UCF101-layout zip served over loopback, and the stages run on it."""
 
+import fcntl
 import os
+import shutil
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,12 +66,13 @@ def videos_dir(demo_url, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def frames_dir(videos_dir, tmp_path_factory) -> Path:
-    """The extraction stage's output at 4 frames of 32 x 32."""
+    """The extraction stage's output at 4 frames of 32 x 32, the centred clip of each val and test video."""
     from components.extract_frames.config import ClipSpec
     from components.extract_frames.extract import extract_dataset
 
     out = tmp_path_factory.mktemp("frames")
-    extract_dataset(videos_dir, out, ClipSpec(**TINY, clips_per_train_video=2, seed=0))
+    extract_dataset(videos_dir, out, ClipSpec(**TINY, clips_per_train_video=2, eval_clips_per_video=1,
+                                              seed=0))
     return out
 
 
@@ -119,15 +123,33 @@ def bucket(request, monkeypatch) -> str:
     return f"{request.param}://{name}"
 
 
+def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A folder that ``build`` fills once per test session: under pytest-xdist the first worker
+    to ask builds it while the others wait on a file lock, then all read it."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        build(folder)
+        return folder
+    root = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+    folder, done = root / name, root / f"{name}.done"
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def model_dir(frames_dir, tmp_path_factory) -> Path:
-    """A model folder trained for one epoch on the tiny frames."""
+    """A model folder trained for one epoch on the tiny frames (read-only: copy it to change it)."""
     from components.train_model.config import TrainConfig
     from components.train_model.train import train
 
-    out = tmp_path_factory.mktemp("model")
-    train(frames_dir, out, TrainConfig(epochs=1, batch_size=4, seed=0))
-    return out
+    return built_once(tmp_path_factory, "model",
+                      lambda out: train(frames_dir, out, TrainConfig(epochs=1, batch_size=4, seed=0)))
 
 
 @pytest.fixture
@@ -140,3 +162,16 @@ def kube_api(tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     yield api
     api.close()
+
+
+@pytest.fixture
+def headless_chromium(tmp_path) -> list[str]:
+    """The command line of headless Chromium (which .ci/run installs) with a profile of its own."""
+    import shutil
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.skip("no chromium on PATH for the browser check of a report")
+    return [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", f"--user-data-dir={tmp_path / 'chromium-profile'}"]

@@ -4,19 +4,21 @@ discovery, and a kubeconfig that points at it, for the deploy step's and the pre
 
 It keeps objects by path and answers as the API server does (k8s.io/apiserver, the REST handlers
 behind ``/api/v1/namespaces/<ns>/<plural>`` and ``/apis/<group>/<version>/namespaces/<ns>/<plural>``):
-GET of a missing object is 404 with a ``Status`` body; POST to the collection creates (201) with
-``metadata.generation`` 1, or 409 when the name exists; PATCH with
-``application/merge-patch+json`` merges by RFC 7386 and raises the generation when the spec
-changed (a custom resource with a status subresource counts spec changes only); any other patch
-type is 415 here (the client sends merge patches for custom objects).
+GET of a missing object is 404 with a ``Status`` body, GET of a collection lists the objects
+stored in it; POST to the collection creates (201) with ``metadata.generation`` 1, or 409 when
+the name exists; PATCH with ``application/merge-patch+json`` merges by RFC 7386 and raises the
+generation when the spec changed (a custom resource with a status subresource counts spec
+changes only); any other patch type is 415 here (the client sends merge patches for custom
+objects). Cluster-scoped objects (``/api/v1/namespaces/<name>``) are read as stored.
 
 ``statuses[path]`` is a sequence of ``status`` values the object shows, one per GET after each
 write (the last one stays), as a controller would update it. ``rules`` (a Role's rules) are
 enforced as RBAC does (rbac/v1 ``PolicyRule``: API group, resource, verb and resource name,
 ``*`` for any) on every request as the kubeconfig's user, and answer the
-SelfSubjectAccessReviews (``authorization.k8s.io/v1``) of an impersonated one; ``impersonation``
-false refuses impersonation (403) as the API server does for a user without ``impersonate`` on
-service accounts. Each request is recorded: method, path, content type, body and impersonated user.
+SelfSubjectAccessReviews (``authorization.k8s.io/v1``) of an impersonated one, unless
+``account_rules`` gives that one rights of its own; ``impersonation`` false refuses
+impersonation (403) as the API server does for a user without ``impersonate`` on service
+accounts. Each request is recorded: method, path, content type, body and impersonated user.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class KubeApi:
         self.reads: dict[str, int] = {}  # GETs of each object since its last write
         self.forbid = False
         self.rules: list[dict] | None = None  # None: everything is allowed
+        self.account_rules: list[dict] | None = None  # the impersonated account's, where not ``rules``
         self.impersonation = True
         self.kserve = True  # whether serving.kserve.io/v1beta1 is served
         api = self
@@ -88,9 +91,10 @@ class KubeApi:
                     return self.status(403, "Forbidden", f'cannot impersonate serviceaccounts "{user}"')
                 if path == SSAR:
                     attributes = body["spec"]["resourceAttributes"]
-                    allowed = api.rules is None or allows(api.rules, attributes.get("group", ""),
-                                                          attributes["resource"], attributes["verb"],
-                                                          attributes.get("name"))
+                    rules = api.rules if api.account_rules is None else api.account_rules
+                    allowed = rules is None or allows(rules, attributes.get("group", ""),
+                                                      attributes["resource"], attributes["verb"],
+                                                      attributes.get("name"))
                     return self.reply(201, {**body, "status": {"allowed": allowed}})
                 if path == KSERVE_DISCOVERY:
                     if not api.kserve:
@@ -113,6 +117,10 @@ class KubeApi:
                     api.objects[path] = {**body, "metadata": metadata}
                     api.reads[path] = 0
                     return self.reply(201, api.objects[path])
+                if method == "GET" and match and not match["name"]:
+                    items = [obj for key, obj in api.objects.items() if key.rsplit("/", 1)[0] == path]
+                    return self.reply(200, {"kind": "List", "apiVersion": "v1", "metadata": {},
+                                            "items": items})
                 if path not in api.objects:
                     return self.status(404, "NotFound", f"{path} not found")
                 if method == "PATCH":

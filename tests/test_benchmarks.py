@@ -48,12 +48,14 @@ def test_the_step_benchmark_runs_both_forms_of_the_same_network():
 
 
 def test_the_recipe_benchmark_scores_every_recipe_on_the_same_test_videos():
-    report = run_benchmark("recipes.py", "--levels", "easy", "--epochs", "2", "--train-per-class", "4")
+    report = run_benchmark("recipes.py", "--sets", "easy", "--epochs", "2", "--train-per-class", "4",
+                           "--val-per-class", "2", "--test-per-class", "3")
     rows = report["results"]
-    assert [r["recipe"] for r in rows] == ["tutorial", "videoclf"] and report["test_clips"] == 120
+    assert [(r["set"], r["recipe"]) for r in rows] == [("easy", "tutorial"), ("easy", "videoclf")]
     for row in rows:
         assert [e["epoch"] for e in row["epochs"]] == [1, 2]
-        assert all(e["test_videos"] == 120 and e["cpu_minutes"] > 0 for e in row["epochs"])
+        assert all(e["test_videos"] == 12 and e["cpu_minutes"] > 0 for e in row["epochs"])
+        assert set(row["frame_order"]) >= {"reversed", "shuffled", "ignores_motion"}
 
 
 def test_gpu_train_step_runs_under_the_jax_backend_on_a_cpu():

@@ -145,9 +145,10 @@ def test_the_serving_image_answers_as_kserve_and_as_vertex_ai_run_it(engine, mod
     as the image's own user, answering real requests as ``predict`` answers them."""
     from kfp.dsl import Artifact, Model
 
-    from components.serve_model.component import vertex_serving_model
-    from components.serve_model.deploy import SERVING_PORT, inference_service
+    from components.serve_model.config import SERVING_PORT
+    from components.serve_model.deploy import inference_service
     from components.serve_model.predict import predict_videos
+    from components.serve_model.vertex import vertex_serving_model
 
     model = shutil.copytree(model_dir, tmp_path / "ucf10")
     for path in [model, *model.rglob("*")]:  # readable by the image's user
@@ -160,13 +161,15 @@ def test_the_serving_image_answers_as_kserve_and_as_vertex_ai_run_it(engine, mod
                                  "/models/ucf10")["spec"]["predictor"]["containers"]
     vertex = Artifact(uri="", metadata={})
     vertex_serving_model.python_func(model=Model(uri="/models/ucf10"), name="video-classifier",
-                                     serving_image=image("serving"), unmanaged_model=vertex)
+                                     serving_image=image("serving"), port=SERVING_PORT,
+                                     unmanaged_model=vertex)
     spec = vertex.metadata["containerSpec"]
     vertex_env = {"AIP_HTTP_PORT": str(spec["ports"][0]["containerPort"]), "AIP_STORAGE_URI": vertex.uri,
                   "AIP_HEALTH_ROUTE": spec["healthRoute"], "AIP_PREDICT_ROUTE": spec["predictRoute"]}
     for command, args, env, port, health, predict in [
             (kserve["command"], kserve["args"], {}, SERVING_PORT, "/v2/health/ready", V1),
-            (spec["command"], spec["args"], vertex_env, 8080, spec["healthRoute"], spec["predictRoute"])]:
+            (spec["command"], spec["args"], vertex_env, int(vertex_env["AIP_HTTP_PORT"]), spec["healthRoute"],
+             spec["predictRoute"])]:
         client = Client(free_port())
         container = engine.containers.run(image("serving"), args, entrypoint=command, environment=env,
                                           volumes=mount, ports={f"{port}/tcp": ("127.0.0.1", client.port)},

@@ -21,16 +21,25 @@ ISVC = "/apis/serving.kserve.io/v1beta1/namespaces/team-a/inferenceservices"
 KUBERNETES_VERSION = "1.33.0"  # GKE's regular channel, and what KServe HEAD's go.mod builds against
 
 
-def ready(revision: str, serving: str | None = None, **extra) -> dict:
+def ready(revision: str, serving: str | None = None, canary: tuple[int, str] | None = None, **extra) -> dict:
     """A Serverless InferenceService's status: ``revision`` the latest created, ``serving`` (by
     default the same) the latest ready; Ready True when they are one (kserve
-    inference_service_status.go, PropagateStatus)."""
+    inference_service_status.go, PropagateStatus, which copies the Knative route's traffic). The
+    latest ready revision has all the traffic, or with ``canary`` (percent, revision before) that
+    percent and the revision before the rest, as KServe routes a canaryTrafficPercent (kserve
+    pkg/controller/v1beta1/inferenceservice/reconcilers/knative/ksvc_reconciler.go, v0.20.0)."""
     serving = revision if serving is None else serving
     status = "True" if serving == revision else "Unknown"
+    traffic = [{"revisionName": serving, "latestRevision": True, "percent": 100}] if serving else []
+    if canary:
+        percent, before = canary
+        traffic = [{**traffic[0], "percent": percent},
+                   {"revisionName": before, "latestRevision": False, "percent": 100 - percent, "tag": "prev"}]
     return {"url": "http://ucf10.team-a.example.com", "deploymentMode": "Serverless",
             "conditions": [{"type": "Ready", "status": "True" if "failed" not in extra else "False"},
                            {"type": "PredictorReady", "status": status}],
-            "components": {"predictor": {"latestCreatedRevision": revision, "latestReadyRevision": serving}},
+            "components": {"predictor": {"latestCreatedRevision": revision, "latestReadyRevision": serving,
+                                         "traffic": traffic}},
             **extra.get("failed", {})}
 
 
@@ -102,6 +111,10 @@ def test_the_inference_service_reads_a_kubeflow_artifact_from_the_launchers_stor
     assert container["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": SERVING_PORT}
     assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
     assert predictor["serviceAccountName"] == "pipeline-runner"
+    # The account's cloud identity, not its Kubernetes token, which would give a network-facing
+    # server the pipeline's rights; false is the one value Knative keeps (knative/serving
+    # pkg/apis/serving/fieldmask.go, PodSpecMask, knative-v1.23.0).
+    assert predictor["automountServiceAccountToken"] is False
     assert "batcher" not in predictor  # KServe's drops parameters and answers errors 200
     assert deploy.storage_uri("gs://bucket/model") == "gs://bucket/model"
     plain = deploy.inference_service("ucf10", "team-a", "serving:1", "gs://bucket/model")["spec"]["predictor"]
@@ -254,6 +267,52 @@ def test_an_old_failure_does_not_fail_the_new_revision(kube_api):
     old_failed = {**ready("ucf10-predictor-00001"), **FAILED}
     status, polls = rollout(kube_api, "s3://models/run-2", [old_failed, ready("ucf10-predictor-00002")])
     assert polls == 2
+
+
+def test_a_redeploy_restores_the_service_and_waits_for_all_the_traffic(kube_api):
+    """A service changed since the run deployed it (a canary split that keeps 90 % of the
+    traffic on the old revision, a transformer, another model) is restored by the next deploy:
+    the spec is the manifest's again, and the step waits until the new revision is ready and
+    has all the traffic. The first status after the patch is Ready, with the latest revision the
+    latest ready one, yet serving 10 %: not the deployed model."""
+    path = f"{ISVC}/ucf10"
+    rollout(kube_api, "s3://models/run-1", [ready("ucf10-predictor-00001")])
+    changed = kube_api.objects[path]
+    changed["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    changed["spec"]["predictor"]["containers"][0]["args"][1] = "s3://models/experiment"
+    changed["spec"]["transformer"] = {"containers": [{"name": "kserve-container", "image": "transformer:1"}]}
+    kube_api.statuses[path] = [ready("ucf10-predictor-00002", canary=(10, "ucf10-predictor-00001"))]
+    status, polls = rollout(kube_api, "s3://models/run-1", [
+        ready("ucf10-predictor-00002", canary=(10, "ucf10-predictor-00001")),
+        ready("ucf10-predictor-00003", serving="ucf10-predictor-00002", canary=(10, "ucf10-predictor-00001")),
+        ready("ucf10-predictor-00003", canary=(10, "ucf10-predictor-00002")),
+        ready("ucf10-predictor-00003")])
+    assert polls == 4 and status["components"]["predictor"]["traffic"][0]["percent"] == 100
+    applied = deploy.inference_service("ucf10", "team-a", "serving:1", "s3://models/run-1")
+    assert kube_api.objects[path]["spec"] == applied["spec"]  # no canary, no transformer, the run's model
+
+
+def test_a_redeploy_that_only_ends_a_canary_split_makes_no_new_revision(kube_api):
+    """The serving revision runs the run's model, with a canaryTrafficPercent left on it: the patch
+    removes it, which changes the route and not the revision (KServe gives the latest revision
+    all the traffic again), so the step waits for the traffic, not for a revision that never comes."""
+    path = f"{ISVC}/ucf10"
+    rollout(kube_api, "s3://models/run-1", [ready("ucf10-predictor-00001")])
+    kube_api.objects[path]["spec"]["predictor"]["canaryTrafficPercent"] = 10
+    split = ready("ucf10-predictor-00003", canary=(10, "ucf10-predictor-00002"))
+    kube_api.statuses[path] = [split]
+    status, polls = rollout(kube_api, "s3://models/run-1", [split, split, ready("ucf10-predictor-00003")])
+    assert polls == 3 and "canaryTrafficPercent" not in kube_api.objects[path]["spec"]["predictor"]
+
+
+def test_a_canary_split_is_not_a_rollout(kube_api):
+    """Ready True and the latest revision ready, but with 10 % of the traffic: the step waits, and
+    fails at the timeout saying where the traffic goes."""
+    rollout(kube_api, "s3://models/run-1", [ready("ucf10-predictor-00001")])
+    with pytest.raises(deploy.DeployError, match=r"within 60 s: .*revision ucf10-predictor-00002 has 10 % "
+                                                 r"of the traffic .*ucf10-predictor-00001 90 %"):
+        split = ready("ucf10-predictor-00002", canary=(10, "ucf10-predictor-00001"))
+        rollout(kube_api, "s3://models/run-2", [ready("ucf10-predictor-00001"), split])
 
 
 def test_a_raw_deployment_rollout_is_waited_for(kube_api):

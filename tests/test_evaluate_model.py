@@ -71,7 +71,7 @@ def test_each_row_of_the_evaluation_is_its_test_videos_logits_and_label(frames_d
 
     from components.train_model.model_folder import load_model
 
-    logits, labels, classes, examples = predict_split(model_dir, frames_dir, examples=5)
+    logits, labels, classes, examples, _ = predict_split(model_dir, frames_dir, examples=5)
     manifest = json.loads((frames_dir / "manifest.json").read_text())
     model, _ = load_model(model_dir)
     expected_logits, expected_labels = [], []
@@ -111,7 +111,7 @@ def test_evaluation_averages_the_logits_of_evenly_spaced_clips(videos_dir, model
     spec = ClipSpec(n_frames=4, frame_step=2, height=32, width=32, clips_per_train_video=2, seed=0,
                     eval_clips_per_video=3)
     extract_dataset(videos_dir, tmp_path, spec)
-    averaged, _, _, _ = predict_split(model_dir, tmp_path)
+    averaged, *_ = predict_split(model_dir, tmp_path)
     model, _ = load_model(model_dir)
     per_slot = [np.concatenate([model.predict_on_batch(c) for c, _ in batches(tmp_path, "test", 8, slot=s)])
                 for s in range(3)]
@@ -140,9 +140,103 @@ def test_the_report_opens_in_a_browser_as_a_page_with_its_figures(frames_dir, mo
     dom = subprocess.run([*browser, "--dump-dom", report.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
     assert "<pre" not in dom, "the browser showed the report as text"
-    assert dom.count('<img alt="') == 4 and dom.count("<h2>") == 7
+    assert dom.count('<img alt="') == 4 and dom.count("<h2>") == 8
     shot = tmp_path / "report.png"
     subprocess.run([*browser, "--window-size=1000,3000", f"--screenshot={shot}", report.as_uri()],
                    capture_output=True, timeout=120, check=True)
     pixels = matplotlib.image.imread(shot)
     assert pixels.shape[:2] == (3000, 1000) and (pixels[..., :3] < 0.5).mean() > 0.01
+
+
+def test_reordered_frames_are_reversed_or_shuffled_with_no_frame_in_place():
+    from components.evaluate_model.evaluate import reorder_frames
+
+    frames = 8
+    clips = np.broadcast_to(np.arange(frames)[None, :, None, None, None], (20, frames, 2, 2, 3)).copy()
+    reversed_ = reorder_frames(clips, "reversed", np.random.default_rng(0))
+    assert (reversed_[:, :, 0, 0, 0] == np.arange(frames)[::-1]).all()
+    shuffled = reorder_frames(clips, "shuffled", np.random.default_rng(0))[:, :, 0, 0, 0]
+    assert (np.sort(shuffled, axis=1) == np.arange(frames)).all()  # the same frames, each once
+    assert (shuffled != np.arange(frames)).all()  # none left in its place
+    assert len({tuple(order) for order in shuffled}) > 10  # a new order for each clip
+    assert (clips[:, :, 0, 0, 0] == np.arange(frames)).all()  # the clips given are left as they were
+
+
+def test_frame_order_scores_from_known_logits():
+    from components.evaluate_model.evaluate import frame_order_scores
+
+    labels = np.array([0] * 10 + [1] * 10)
+    stored = np.eye(2)[labels]
+    stored[[5, 15]] = stored[[5, 15], ::-1]  # two answers wrong: accuracy 0.9
+    one_changed = stored.copy()
+    one_changed[0] = [0, 1]  # reversing changes one answer of 20 (a right one): 95 % agreement
+    three_changed = one_changed.copy()
+    three_changed[[5, 15]] = three_changed[[5, 15], ::-1]  # shuffling also changes the two wrong ones
+    scores = frame_order_scores(stored, labels, {"reversed": one_changed, "shuffled": three_changed})
+    assert scores["reversed"] == {"accuracy": 0.85, "agreement": 0.95}
+    assert scores["shuffled"] == {"accuracy": 0.95, "agreement": 0.85}
+    assert not scores["ignores_motion"]  # shuffling changed too many answers
+    blind = frame_order_scores(stored, labels, {"reversed": one_changed, "shuffled": one_changed})
+    assert blind["ignores_motion"]  # 95 % agreement both ways: the answers do not depend on order
+    reads = frame_order_scores(stored, labels, {"reversed": stored[:, ::-1], "shuffled": stored})
+    assert reads["reversed"] == {"accuracy": 0.1, "agreement": 0.0} and not reads["ignores_motion"]
+
+
+def model_folder(model, folder, frames_dir):
+    """A model folder, as training writes it, around a model built here."""
+    from components.train_model.model_folder import (
+        CLASSES_FILE,
+        HISTORY_FILE,
+        MODEL_FILE,
+        SELECTION_FILE,
+    )
+
+    folder.mkdir()
+    model.save(folder / MODEL_FILE)
+    classes = json.loads((frames_dir / "manifest.json").read_text())["classes"]
+    (folder / CLASSES_FILE).write_text(json.dumps(classes))
+    (folder / HISTORY_FILE).write_text(json.dumps({"loss": [1.0], "accuracy": [0.5], "val_loss": [1.0],
+                                                   "val_accuracy": [0.5]}))
+    (folder / SELECTION_FILE).write_text(json.dumps(
+        {"epoch": 1, "epochs_compared": 1, "val_loss": 1.0, "val_accuracy": 0.5, "val_videos": 8,
+         "val_clips": 8, "chance_accuracy": 0.25, "p_value": 0.01, "within_chance": False}))
+    return folder
+
+
+@pytest.mark.parametrize("reads", ["the mean over time", "the first frame"])
+def test_the_report_says_when_answers_do_not_depend_on_frame_order(frames_dir, tmp_path, reads):
+    """A model of the mean frame cannot see frame order; one of the first frame must. Their
+    scores on reversed and shuffled clips, against the model run here on clips reordered by hand."""
+    import keras
+
+    from components.evaluate_model.evaluate import IGNORES_MOTION, evaluate
+    from components.train_model.inputs import batches
+
+    manifest = json.loads((frames_dir / "manifest.json").read_text())
+    frames = manifest["frame_shape"][0]
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input(manifest["frame_shape"], dtype="uint8"), keras.layers.Rescaling(1 / 255),
+        keras.layers.AveragePooling3D((frames, 1, 1)) if reads == "the mean over time"
+        else keras.layers.Cropping3D(((0, frames - 1), (0, 0), (0, 0))),
+        keras.layers.Flatten(), keras.layers.Dense(len(manifest["classes"]))])
+    evaluation = evaluate(model_folder(model, tmp_path / "model", frames_dir), frames_dir)
+
+    test = [(x.numpy(), y.numpy()) for x, y in batches(frames_dir, "test", 8)]
+    clips, labels = np.concatenate([x for x, _ in test]), np.concatenate([y for _, y in test])
+    stored = model.predict(clips, verbose=0).argmax(axis=1)
+    backwards = model.predict(clips[:, ::-1], verbose=0).argmax(axis=1)
+    metrics = evaluation.metrics
+    assert metrics["test_accuracy"] == pytest.approx((stored == labels).mean())
+    assert metrics["reversed_accuracy"] == pytest.approx((backwards == labels).mean())
+    assert metrics["reversed_agreement"] == pytest.approx((backwards == stored).mean())
+    said = [f"{IGNORES_MOTION} (" in text for text in (evaluation.summary, evaluation.report)]
+    if reads == "the mean over time":
+        assert metrics["reversed_agreement"] == metrics["shuffled_agreement"] == 1.0
+        assert metrics["ignores_motion"] == 1.0 and said == [True, True]
+    else:
+        assert metrics["reversed_agreement"] < 0.9 and metrics["shuffled_agreement"] < 0.9
+        assert metrics["ignores_motion"] == 0.0 and said == [False, False]
+        assert "it uses motion" in evaluation.report
+    assert "| frames shuffled |" in evaluation.summary and "frames reversed" in evaluation.report
+    assert "validation loss on 8 clips (8 videos, the centred clip of each)" in evaluation.summary

@@ -219,7 +219,7 @@ def test_parts_gathered_are_the_whole(videos_dir, tmp_path, monkeypatch):
     gathered = gather_parts([tmp_path / f"part{p}" for p in (2, 0, 1)], tmp_path / "gathered", 0.0)
     assert gathered == {**whole, "part": [0, 1]}
     names = [n for groups in whole["shards"].values() for group in groups for n in group]
-    assert len(names) == 4 * 2 + 2 + 3
+    assert len(names) == 4 * 2 + (2 + 3) * 4  # 4 clips of each val and test video: 8 val videos (auto)
     for name in names:
         assert (tmp_path / "gathered" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     with pytest.raises(ValueError, match=r"the parts given are \[0, 2\], not all 3"):
@@ -287,7 +287,7 @@ def test_too_little_disk_for_the_clips_fails_before_decoding(videos_dir, tmp_pat
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 100_000, 100_000))
-    spec = ClipSpec(**TINY, clips_per_train_video=2, seed=0)  # 52 clips of 4 x 32 x 32 x 3 = 12 KiB
+    spec = ClipSpec(**TINY, clips_per_train_video=2, eval_clips_per_video=1, seed=0)  # 52 clips of 12 KiB
     with pytest.raises(OSError, match=r"the extracted clips need 0.6 MB but .* has 0.1 MB free"):
         extract_dataset(videos_dir, tmp_path / "frames", spec)
     assert not (tmp_path / "frames" / MANIFEST).exists()

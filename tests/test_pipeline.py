@@ -243,6 +243,107 @@ def test_only_a_checkpoint_volume_gives_training_the_runs_id(tmp_path):
     assert changed == {"train-model", "evaluate-model", "condition-1/condition-2/deploy-model"}
 
 
+# What Kubeflow's Argo does with the training task's retry, modelled on the Argo releases that
+# KFP 2.16.0 and 2.17.0 install (argo-workflows v3.7.3 and v4.0.5, the same in what follows).
+# The controller's templateDefaults of each KFP release: none in 2.16.0; in 2.17.0, those of
+# manifests/kustomize/third-party/argo/base/workflow-controller-configmap-patch.yaml.
+TEMPLATE_DEFAULTS = {"2.16.0": None, "2.17.0": {"retryStrategy": {"limit": "2", "retryPolicy": "OnError"}}}
+# The pods a training attempt can end with, as the kubelet leaves them: killed for memory, an
+# error, a graceful node shutdown (the kubelet's nodeshutdown manager: phase Failed and a status
+# message), and none at all (deleted with its node before Argo saw it end).
+MAIN_EXIT = {"killed for memory": (137, "OOMKilled"), "an error": (1, "Error")}
+ENDED_PODS = {
+    **{name: {"status": {"phase": "Failed", "containerStatuses": [
+        {"name": "main", "state": {"terminated": {"exitCode": code, "reason": reason}}}]}}
+       for name, (code, reason) in MAIN_EXIT.items()},
+    "a graceful node shutdown": {"status": {
+        "phase": "Failed", "reason": "Terminated",
+        "message": "Pod was terminated in response to imminent node shutdown."}},
+    "the pod deleted with its node": None}
+
+
+def argo_retry_strategy(task: dict) -> dict:
+    """The retryStrategy of the pod template KFP compiles for a task with a retryPolicy, with the
+    values it passes: a limit and a back-off in whole seconds, and no retryPolicy
+    (kubeflow/pipelines backend/src/v2/compiler/argocompiler/container.go,
+    getTaskRetryStrategyFromInput and getTaskRetryParametersWithValues, 2.17.0; its
+    test_data/compiled-workflows/pipeline_with_retry.yaml shows "3", "0", "2", "3600")."""
+    policy = task["retryPolicy"]
+    return {"limit": str(policy["maxRetryCount"]),
+            "backoff": {"duration": policy["backoffDuration"].removesuffix("s"),
+                        "factor": f"{policy['backoffFactor']:g}",
+                        "maxDuration": policy["backoffMaxDuration"].removesuffix("s")}}
+
+
+def with_defaults(template, defaults):
+    """The template merged onto the controller's templateDefaults, its own fields winning and maps
+    merged key by key (workflow/controller/operator.go, mergedTemplateDefaultsInto: a strategic
+    merge patch of the template onto the defaults)."""
+    if not isinstance(template, dict) or not isinstance(defaults, dict):
+        return defaults if template is None else template
+    return {**defaults, **{key: with_defaults(value, defaults.get(key)) for key, value in template.items()}}
+
+
+def retry_policy_actual(strategy: dict) -> str:
+    """pkg/apis/workflow/v1alpha1/workflow_types.go, RetryStrategy.RetryPolicyActual."""
+    return strategy.get("retryPolicy") or ("Always" if strategy.get("expression") else "OnFailure")
+
+
+def node_phase(pod: dict | None) -> str:
+    """The phase Argo gives an attempt's node: Error for a pod that is gone ("pod deleted",
+    operator.go podReconciliation); for one that ended Failed, Failed where it has a status
+    message or its main container exited non-zero (operator.go, inferFailedReason)."""
+    if pod is None:
+        return "Error"
+    if pod["status"].get("message"):
+        return "Failed"
+    main = next(c for c in pod["status"]["containerStatuses"] if c["name"] == "main")
+    return "Failed" if main["state"]["terminated"]["exitCode"] else "Succeeded"
+
+
+def retried(strategy: dict, phase: str, attempt: int, ended_s: float) -> bool:
+    """Whether Argo starts another attempt after attempt ``attempt`` (1 the first) ended in
+    ``phase``, ``ended_s`` seconds after the first attempt started (operator.go,
+    processNodeRetries): not past the back-off's maxDuration, nor when the back-off would end past
+    it; only the phases the policy covers (OnTransientError: a transient API or network error,
+    which none of these is); at most ``limit`` retries."""
+    backoff = strategy.get("backoff") or {}
+    if backoff.get("maxDuration"):
+        wait = int(backoff["duration"]) * int(backoff.get("factor") or 1) ** (attempt - 1)
+        if ended_s + wait > int(backoff["maxDuration"]):
+            return False
+    covered = {"Always": {"Failed", "Error"}, "OnFailure": {"Failed"}, "OnError": {"Error"},
+               "OnTransientError": set()}[retry_policy_actual(strategy)]
+    return phase in covered and ("limit" not in strategy or attempt <= int(strategy["limit"]))
+
+
+@pytest.mark.parametrize(("release", "retried_ends"), [
+    ("2.16.0", {"killed for memory", "an error", "a graceful node shutdown"}),
+    ("2.17.0", {"the pod deleted with its node"})])
+def test_which_training_failures_a_kubeflow_release_retries(tmp_path, release, retried_ends):
+    """KFP 2.17.0's Argo defaults reverse what a retry covers: a training container that fails
+    (even two hours in: the retry window is the target's, not the SDK's hour) is retried on
+    2.16.0 and not on 2.17.0, a pod lost with its node the other way round; and the doctor's
+    reading of the controller's settings agrees with this model."""
+    from pipelines.preflight import train_retry_policy
+
+    spec, _ = compiled(tmp_path, Target("kubeflow"))
+    template = {"name": "retry-system-container-impl",
+                "retryStrategy": argo_retry_strategy(spec["root"]["dag"]["tasks"]["train-model"])}
+    strategy = with_defaults(template, TEMPLATE_DEFAULTS[release])["retryStrategy"]
+    assert strategy["limit"] == "3"  # the task's own, not the defaults' 2
+    found = {end for end, pod in ENDED_PODS.items()
+             if retried(strategy, node_phase(pod), 1, ended_s=2 * 3600)}
+    assert found == retried_ends
+    assert all(retried(strategy, node_phase(ENDED_PODS[end]), 3, ended_s=60) for end in retried_ends)
+    assert not any(retried(strategy, node_phase(pod), 4, ended_s=60) for pod in ENDED_PODS.values())
+    defaults = TEMPLATE_DEFAULTS[release]
+    settings = defaults and yaml.safe_dump({"spec": {"templateDefaults": defaults}})
+    assert train_retry_policy(settings) == retry_policy_actual(strategy)
+    [vertex] = compiled(tmp_path, Target("vertex"))  # there the field caps each back-off
+    assert vertex["root"]["dag"]["tasks"]["train-model"]["retryPolicy"]["backoffMaxDuration"] == "3600s"
+
+
 def test_vertex_gets_the_machine_spec_enum_and_no_kubernetes_spec(tmp_path):
     [spec] = compiled(tmp_path, Target("vertex"))
     params = spec["root"]["inputDefinitions"]["parameters"]
@@ -402,11 +503,15 @@ def test_cli_compile_writes_the_same_yaml(tmp_path):
     assert out.read_text() == COMPILED_YAML.read_text()
 
 
-def test_end_to_end_local_run(tmp_path, kube_api):
-    """The whole pipeline under kfp.local, through the CLI, at a tiny size, deployed to a
-    loopback Kubernetes API as its accuracy passes the gate, and waited for until Ready. Training
-    is a sweep of two trials, one of which cannot learn (a learning rate of 1e-9; 0 is the
-    recipe's own): the other is kept, and it alone is evaluated and deployed."""
+@pytest.mark.parametrize("bucket", ["gs"], indirect=True)
+def test_end_to_end_local_run(tmp_path, kube_api, bucket):
+    """The whole pipeline under kfp.local, through the CLI, at a tiny size, its checkpoints in
+    gs:// (the Cloud Storage emulator), deployed to a loopback Kubernetes API as its accuracy
+    passes the gate, and waited for until Ready. Training is a sweep of two trials, one of which
+    cannot learn (a learning rate of 1e-9; 0 is the recipe's own): the other is kept, and it
+    alone is evaluated and deployed."""
+    import fsspec
+
     isvc = "/apis/serving.kserve.io/v1beta1/namespaces/default/inferenceservices"
     kube_api.statuses[f"{isvc}/video-classifier"] = [
         {}, {"url": "http://video-classifier.default.example.com",
@@ -416,13 +521,18 @@ def test_end_to_end_local_run(tmp_path, kube_api):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), *LEARNABLE_DEMO,
-         "--extract-parts", "2", "--sweep", "learning_rate=0,1e-9", "--deploy", "true",
+         "--extract-parts", "2", "--sweep", "learning_rate=0,1e-9",
+         "--checkpoint-dir", f"{bucket}/checkpoints/demo", "--deploy", "true",
          "--min-accuracy", str(BETTER_THAN_CHANCE)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["num_classes"] == 4 and summary["test_accuracy"] >= BETTER_THAN_CHANCE
+    fs = fsspec.filesystem("gs")
+    state = json.loads(fs.cat_file(f"{bucket}/checkpoints/demo/state.json"))
+    assert state["best"] == f"best-{summary['kept_epoch']:04d}.keras"  # the run's own checkpoints
+    assert fs.exists(f"{bucket}/checkpoints/demo/{state['best']}")
     assert summary["params"]["epochs"] == 14 and summary["params"]["source_url"].startswith("http://127.0.0.1:")
     with open(summary["report"]) as f:
         assert "Confusion matrix" in f.read()
@@ -481,12 +591,13 @@ def test_end_to_end_local_run(tmp_path, kube_api):
     assert container["args"][:2] == ["--model", str(Path(summary["model"]).parent)]
 
 
+@pytest.mark.parametrize("bucket", ["s3"], indirect=True)
 def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, demo_zip, model_dir, tmp_path,
                                                                       kube_api):
-    """videoclf run with the source zip, the checkpoints and the init model in gs:// (the Cloud
-    Storage emulator) or s3:// (moto's S3 server, as a MinIO would be reached), through fsspec;
-    asked to deploy a model of one epoch only if it is perfect, it deploys nothing and the run
-    succeeds."""
+    """videoclf run with the source zip, the checkpoints and the init model in s3:// (moto's S3
+    server, as a MinIO or SeaweedFS would be reached), through fsspec; asked to deploy a model of
+    one epoch only if it is perfect, it deploys nothing and the run succeeds. (The end-to-end run
+    keeps its checkpoints in gs://; test_sources reads a source from either.)"""
     import fsspec
 
     from components.common import file_sha256
@@ -502,7 +613,8 @@ def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, de
          "--num-classes", "4", "--train-per-class", "4", "--val-per-class", "2", "--test-per-class", "2",
          "--n-frames", "4", "--frame-step", "2", "--height", "32", "--width", "32", "--epochs", "1",
          "--random-flip", "false", "--init-model", f"{bucket}/runs/0/model",
-         "--deploy", "true", "--min-accuracy", "1.0"],
+         "--deploy", "true", "--min-accuracy", "1.0",
+         "--deploy-timeout-seconds", "30"],  # a gate left open by mistake fails in seconds, not minutes
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads(result.stdout.strip().splitlines()[-1])

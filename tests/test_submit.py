@@ -14,6 +14,7 @@ import yaml
 
 from components import images
 from pipelines.cli import main
+from pipelines.preflight import RBAC_DIR
 from pipelines.targets import DEFAULT_TARGET, SubmitError, Target
 from pipelines.vertex_runner import vertex_job
 from pipelines.video_classification import PIPELINE_NAME, all_tasks, compile_pipeline
@@ -263,6 +264,22 @@ def test_a_multi_user_server_gets_the_token_and_the_namespace(kfp_api, tmp_path,
     assert [path for method, path, _ in api.requests if method == "POST"].count("/apis/v2beta1/runs") == 2
 
 
+def test_the_run_runs_as_the_service_account_the_preflight_checked(kfp_api, kube_api):
+    """--service-account is the account the rights are asked as and the one the run's pods get:
+    the API server sets a run's ``service_account`` on its workflow, else its own default
+    (kubeflow/pipelines backend/src/apiserver/template/template.go, setDefaultServiceAccount, 2.17.0)."""
+    url, api = kfp_api
+    standalone_cluster(kube_api)
+    main(["submit", "--host", url, "--registry", REGISTRY, "--deploy", "true", "--service-account",
+          "videoclf-runner"])
+    reviews = [r for r in kube_api.requests if r["path"].endswith("selfsubjectaccessreviews")]
+    assert {r["user"] for r in reviews} == {"system:serviceaccount:kubeflow:videoclf-runner"}
+    main(["submit", "--host", url, "--registry", REGISTRY])
+    runs = [body for method, path, body in api.requests if (method, path) == ("POST", "/apis/v2beta1/runs")]
+    assert runs[0]["service_account"] == "videoclf-runner"
+    assert not runs[1].get("service_account")  # the server's default
+
+
 def test_a_multi_user_run_needs_a_namespace(kfp_api):
     url, api = kfp_api
     api.token = "user-token"
@@ -281,12 +298,51 @@ PIPELINE_RUNNER_RULES = [
     {"apiGroups": ["kubeflow.org"], "resources": ["*"], "verbs": ["*"]},
 ]
 KUBEFLOW = "/api/v1/namespaces/kubeflow"
+# kubeflow/pipelines 2.17.0 (and 2.16.0) manifests/kustomize/third-party/seaweedfs/base/seaweedfs/
+# seaweedfs-networkpolicy.yaml, in the standalone and the multi-user installs alike.
+SEAWEEDFS_POLICY = {"metadata": {"name": "seaweedfs", "namespace": "kubeflow"}, "spec": {
+    "podSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["seaweedfs"]}]},
+    "policyTypes": ["Ingress"],
+    "ingress": [
+        {"from": [{"namespaceSelector": {"matchExpressions": [
+            {"key": "app.kubernetes.io/part-of", "operator": "In", "values": ["kubeflow-profile"]}]}}],
+         "ports": [{"port": 8333}]},
+        {"from": [{"namespaceSelector": {"matchExpressions": [
+            {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["istio-system"]}]}}]},
+        {"from": [{"podSelector": {}}], "ports": [{"port": 8333}]}]}}
+
+
+# The workflowDefaults of kubeflow/pipelines 2.17.0 manifests/kustomize/third-party/argo/base/
+# workflow-controller-configmap-patch.yaml (2.16.0 has none).
+WORKFLOW_DEFAULTS_2_17 = """spec:
+  ttlStrategy:
+    secondsAfterCompletion: 3600
+    secondsAfterSuccess: 3600
+    secondsAfterFailure: 3600
+  templateDefaults:
+    retryStrategy:
+      limit: '2'
+      retryPolicy: OnError
+"""
+
+
+def namespace(name: str, **labels) -> dict:
+    """A Namespace as the API server keeps it: with its kubernetes.io/metadata.name label."""
+    return {"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name, **labels}}}
 
 
 def standalone_cluster(kube_api) -> None:
-    """What a standalone 2.17 install has: its store's Service, its MinIO-style Secret, a PVC."""
-    kube_api.add(f"{KUBEFLOW}/services/seaweedfs", {"metadata": {"name": "seaweedfs"}, "spec": {"ports": [
-        {"name": "http-s3", "port": 8333}, {"name": "http-s3-compat", "port": 9000}]}})
+    """What a standalone 2.17 install has: its Argo's settings, its store's Service (port 9000 to
+    the pods' 8333) and NetworkPolicy, its MinIO-style Secret, a PVC."""
+    kube_api.add(KUBEFLOW, namespace("kubeflow"))
+    kube_api.add(f"{KUBEFLOW}/configmaps/workflow-controller-configmap", {
+        "metadata": {"name": "workflow-controller-configmap"},
+        "data": {"workflowDefaults": WORKFLOW_DEFAULTS_2_17}})
+    kube_api.add(f"{KUBEFLOW}/services/seaweedfs", {"metadata": {"name": "seaweedfs"}, "spec": {
+        "selector": {"app": "seaweedfs"},
+        "ports": [{"name": "http-s3", "port": 8333, "targetPort": 8333},
+                  {"name": "http-s3-compat", "port": 9000, "targetPort": 8333}]}})
+    kube_api.add("/apis/networking.k8s.io/v1/namespaces/kubeflow/networkpolicies/seaweedfs", SEAWEEDFS_POLICY)
     kube_api.add(f"{KUBEFLOW}/secrets/mlpipeline-minio-artifact", {
         "metadata": {"name": "mlpipeline-minio-artifact"},
         "data": {"accesskey": "bWluaW8=", "secretkey": "eA=="}})
@@ -314,11 +370,12 @@ def test_the_doctor_finds_what_a_standalone_install_lacks(kfp_api, kube_api, cap
     api.version = "2.17.0"
     standalone_cluster(kube_api)
     kube_api.rules = PIPELINE_RUNNER_RULES
-    with pytest.raises(SystemExit, match="2 of 7 checks found a problem"):
+    with pytest.raises(SystemExit, match="2 of 10 checks found a problem"):
         main([*DOCTOR, "--host", url, "--s3-endpoint", "http://minio-service.kubeflow:9000"])
     checks = doctor_lines(capsys)
-    assert list(checks) == ["backend", "KServe", "deploy rights", "S3 secret", "checkpoint PVC",
-                            "pipeline store", "S3 endpoint"]
+    assert list(checks) == ["backend", "KServe", "deploy rights", "serving secret", "store access",
+                            "S3 secret", "checkpoint PVC", "pipeline store", "S3 endpoint",
+                            "training retries"]
     assert checks["backend"].startswith("ok") and "Kubeflow Pipelines 2.17.0" in checks["backend"]
     assert checks["deploy rights"].startswith("PROBLEM")
     assert "may not get, create, patch inferenceservices in kubeflow -> videoclf doctor --rbac --namespace " \
@@ -341,7 +398,49 @@ def test_the_doctor_finds_what_a_standalone_install_lacks(kfp_api, kube_api, cap
     kube_api.rules = PIPELINE_RUNNER_RULES + role["rules"]
     main([*DOCTOR, "--host", url])
     checks = doctor_lines(capsys)
-    assert len(checks) == 6 and all(line.startswith("ok") for line in checks.values()), checks
+    assert len(checks) == 9 and all(line.startswith("ok") for line in checks.values()), checks
+    # As KFP 2.17.0 installs Argo, a training container that fails is not retried; a lost pod is.
+    assert "retries the training task (retryPolicy OnError) when its pod is lost with its node; not when " \
+        "its container fails" in checks["training retries"] and "retry the run" in checks["training retries"]
+
+
+def test_the_doctor_checks_what_the_predictor_reads_the_model_with(kfp_api, kube_api, capsys):
+    """The predictor in --deploy-namespace reads the model from the store the launcher used (by
+    default SeaweedFS, kubeflow/seaweedfs:9000, with the Secret mlpipeline-minio-artifact): that
+    Secret must be in the deploy namespace, and the store's NetworkPolicy must admit its pods. The
+    run's own account needs no right on the S3 Secret: the kubelet reads it for the pod
+    (kubeflow/pipelines backend/src/v2/driver/k8s.go, 2.17.0, only writes a secretKeyRef)."""
+    url, _ = kfp_api
+    standalone_cluster(kube_api)
+    role = yaml.safe_load((RBAC_DIR / "role.yaml").read_text())
+    no_secrets = [rule for rule in PIPELINE_RUNNER_RULES if rule["resources"] != ["secrets"]]
+    kube_api.account_rules = no_secrets + role["rules"]
+    kube_api.add("/api/v1/namespaces/serving", namespace("serving"))
+    profile = {"app.kubernetes.io/part-of": "kubeflow-profile"}
+    kube_api.add("/api/v1/namespaces/team-a", namespace("team-a", **profile))
+    kube_api.add("/api/v1/namespaces/team-a/secrets/mlpipeline-minio-artifact", {
+        "metadata": {"name": "mlpipeline-minio-artifact"},
+        "data": {"accesskey": "bWluaW8=", "secretkey": "eA=="}})
+    doctor = ["doctor", "--host", url, "--deploy", "true", "--s3-secret", "mlpipeline-minio-artifact"]
+    with pytest.raises(SystemExit, match="1 of 8 checks found a problem"):
+        main([*doctor, "--deploy-namespace", "serving"])
+    checks = doctor_lines(capsys)
+    assert checks["S3 secret"].startswith("ok"), checks["S3 secret"]
+    assert checks["serving secret"].startswith("PROBLEM") and "no Secret mlpipeline-minio-artifact in " \
+        "serving -> create it there with keys accesskey and secretkey: the predictor in serving reads the " \
+        "model with them (a copy of kubeflow/mlpipeline-minio-artifact)" in checks["serving secret"]
+    assert checks["store access"].startswith("ok")  # --s3-secret without --s3-endpoint: AWS's own S3
+
+    with pytest.raises(SystemExit, match="2 of 7 checks found a problem"):  # the launcher's store
+        main(["doctor", "--host", url, "--deploy", "true", "--deploy-namespace", "serving"])
+    checks = doctor_lines(capsys)
+    assert checks["store access"].startswith("PROBLEM") and "the NetworkPolicy seaweedfs of kubeflow " \
+        "admits no pod of serving to seaweedfs, port 8333" in checks["store access"]
+    for deploy_namespace in ("team-a", "kubeflow"):  # a profile's namespace, and the store's own
+        main(["doctor", "--host", url, "--deploy", "true", "--deploy-namespace", deploy_namespace])
+        checks = doctor_lines(capsys)
+        assert all(line.startswith("ok") for line in checks.values()), checks
+        assert f"admits pods of {deploy_namespace} to seaweedfs, port 8333" in checks["store access"]
 
 
 def test_the_doctor_says_unknown_where_it_may_not_ask(kfp_api, kube_api, capsys):

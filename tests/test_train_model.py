@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,9 +31,29 @@ from components.train_model.model_folder import (
 )
 from components.train_model.selection import chance, record_epoch, selection_of, training_metrics
 from components.train_model.train import train
+from tests.conftest import built_once
 
 QUICK = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0)
 DATA = Path(__file__).with_name("data")
+# One epoch of the tutorial's recipe (no warm-up: patience counts from epoch 1), checkpointed.
+CHECKPOINTED = TrainConfig(epochs=1, batch_size=4, seed=0, patience=0, recipe="tutorial")
+
+
+@pytest.fixture
+def without_saved_model(monkeypatch):
+    """Skips the SavedModel export where a test looks at training alone (it takes a fifth of a
+    short training; test_training_writes_the_kept_model_and_its_metrics and the serving tests
+    check it)."""
+    monkeypatch.setattr(train_module, "export_saved_model", lambda model, path: Path(path).mkdir())
+
+
+@pytest.fixture(scope="session")
+def checkpointed(frames_dir, tmp_path_factory) -> Path:
+    """The checkpoint folder of a run of CHECKPOINTED: the state a resume starts from, which a
+    test copies rather than trains again (read-only)."""
+    out = built_once(tmp_path_factory, "checkpointed",
+                     lambda out: train(frames_dir, out / "model", CHECKPOINTED, str(out / "ckpt")))
+    return out / "ckpt"
 
 
 def test_tutorial_network_has_443322_parameters():
@@ -91,15 +112,19 @@ def test_training_writes_the_kept_model_and_its_metrics(frames_dir, tmp_path):
     assert list((tmp_path.parent / "tb").rglob("events.out.tfevents.*"))
 
 
-def test_same_seed_same_weights_other_seed_other_weights(frames_dir, tmp_path):
-    weights = []
-    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+@pytest.mark.usefixtures("without_saved_model")
+def test_same_seed_same_weights_other_seed_other_weights(frames_dir, model_dir, tmp_path):
+    """Against the session's model_dir, trained earlier in this process with seed 0 (patience,
+    which differs, changes nothing in one epoch)."""
+    weights = [load_model(model_dir)[0].get_weights()]
+    for name, seed in (("b", 0), ("c", 1)):
         train(frames_dir, tmp_path / name, TrainConfig(**{**QUICK.__dict__, "seed": seed, "epochs": 1}))
         weights.append(load_model(tmp_path / name)[0].get_weights())
     assert all(np.array_equal(a, b) for a, b in zip(weights[0], weights[1], strict=True))
     assert not all(np.array_equal(a, c) for a, c in zip(weights[0], weights[2], strict=True))
 
 
+@pytest.mark.usefixtures("without_saved_model")
 def test_mixed_precision_keeps_float32_logits(frames_dir, tmp_path):
     config = TrainConfig(epochs=1, batch_size=4, seed=0, precision="mixed_bfloat16")
     assert train(frames_dir, tmp_path, config).precision == "mixed_bfloat16"
@@ -227,26 +252,28 @@ def test_the_kept_model_is_flagged_when_its_validation_score_could_be_chance():
     training metrics."""
     from scipy.stats import binom
 
-    def kept_after(accuracies: list[float], clips: int) -> dict:
+    def kept_after(accuracies: list[float], videos: int) -> dict:
         state = {**fresh_state(), "epoch_seconds": [1.0] * len(accuracies)}
         for epoch, accuracy in enumerate(accuracies):  # the loss falls: the last epoch is kept
             record_epoch(state, {"loss": 1.0, "accuracy": 0.5, "val_loss": 1.0 - epoch / 100,
                                  "val_accuracy": accuracy}, patience=0, warmup_epochs=0)
-        selection = selection_of(state, {"counts": {"val": clips}, "classes": ["a", "b", "c", "d"]})
+        selection = selection_of(state, {"counts": {"val": videos}, "eval_clips_per_video": 2,
+                                         "classes": ["a", "b", "c", "d"]})
         return selection, training_metrics(state, selection, train_clips=16)
 
-    lucky, metrics = kept_after([0.25] * 10 + [0.5], clips=16)  # 8 of 16, the best of 11 epochs
+    lucky, metrics = kept_after([0.25] * 10 + [0.5], videos=16)  # 8 of 16, the best of 11 epochs
     assert lucky["epoch"] == 11 and lucky["p_value"] == pytest.approx(min(1, 11 * binom.sf(7, 16, 0.25)))
     assert lucky["within_chance"] and metrics["kept_within_chance"] == 1
-    learned, metrics = kept_after([0.25] * 10 + [0.5], clips=160)  # 80 of 160: far beyond chance
+    assert (lucky["val_videos"], lucky["val_clips"]) == (16, 32)  # chance counts videos, not their clips
+    learned, metrics = kept_after([0.25] * 10 + [0.5], videos=160)  # 80 of 160: far beyond chance
     assert learned["p_value"] == pytest.approx(11 * binom.sf(79, 160, 0.25))
     assert not learned["within_chance"] and metrics["kept_within_chance"] == 0
 
 
-def test_a_run_stopped_early_resumes_with_more_patience(frames_dir, tmp_path, caplog):
-    checkpoint_dir = tmp_path / "ckpt"
-    tutorial = {"batch_size": 4, "seed": 0, "recipe": "tutorial"}  # no warm-up: patience counts from epoch 1
-    train(frames_dir, tmp_path / "a", TrainConfig(epochs=1, patience=1, **tutorial), str(checkpoint_dir))
+@pytest.mark.usefixtures("without_saved_model")
+def test_a_run_stopped_early_resumes_with_more_patience(frames_dir, checkpointed, tmp_path, caplog):
+    checkpoint_dir = shutil.copytree(checkpointed, tmp_path / "ckpt")
+    tutorial = {"batch_size": 4, "seed": 0, "recipe": "tutorial"}
     state = json.loads((checkpoint_dir / STATE_FILE).read_text())
     # as if epoch 1 brought no progress and patience 1 stopped the run there
     state |= {"progress_epoch": 0, "stopped_early": True}
@@ -264,10 +291,11 @@ TRAIN_IN_SUBPROCESS = """
 import sys
 from components.train_model.config import TrainConfig
 from components.train_model.train import train
-train(sys.argv[1], sys.argv[2], TrainConfig(epochs=4, batch_size=4, seed=0, patience=0), sys.argv[3])
+train(sys.argv[1], sys.argv[2], TrainConfig(epochs=2, batch_size=4, seed=0, patience=0), sys.argv[3])
 """
 
 
+@pytest.mark.usefixtures("without_saved_model")
 def test_a_killed_training_resumes_and_ends_with_all_epochs(frames_dir, tmp_path, caplog):
     checkpoint_dir = tmp_path / "ckpt"
     worker = subprocess.Popen([sys.executable, "-c", TRAIN_IN_SUBPROCESS, str(frames_dir),
@@ -279,17 +307,17 @@ def test_a_killed_training_resumes_and_ends_with_all_epochs(frames_dir, tmp_path
     worker.send_signal(signal.SIGKILL)
     worker.wait()
     killed_after = json.loads(state_file.read_text())["epoch"]
-    assert 1 <= killed_after < 4, "the worker was not killed partway through training"
+    assert killed_after == 1, "the worker was not killed partway through training"
     assert not (tmp_path / "model" / MODEL_FILE).exists()
 
     caplog.set_level("INFO")
-    config = TrainConfig(epochs=4, batch_size=4, seed=0, patience=0)
+    config = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0)
     result = train(frames_dir, tmp_path / "model", config, str(checkpoint_dir))
-    assert f"resuming after epoch {killed_after}" in caplog.text
-    assert result.metrics["epochs_run"] == 4
-    assert all(len(values) == 4 for values in result.history.values())
+    assert "resuming after epoch 1" in caplog.text
+    assert result.metrics["epochs_run"] == 2
+    assert all(len(values) == 2 for values in result.history.values())
     kept = {p.name for p in checkpoint_dir.iterdir()}
-    assert kept == {STATE_FILE, "epoch-0004.keras", f"best-{result.metrics['kept_epoch']:04d}.keras"}
+    assert kept == {STATE_FILE, "epoch-0002.keras", f"best-{result.metrics['kept_epoch']:04d}.keras"}
 
 
 def snapshot(model: keras.Model) -> tuple[list, list, int]:
@@ -299,12 +327,13 @@ def snapshot(model: keras.Model) -> tuple[list, list, int]:
             len(model.trainable_weights))
 
 
-@pytest.mark.parametrize("precision", ["float32", "mixed_float16"])
-def test_a_resumed_run_starts_from_the_weights_and_optimizer_state_it_saved(frames_dir, tmp_path, monkeypatch,
-                                                                            precision):
-    """The state in memory at the end of epoch 2 of the first run, against the state the
-    resumed run loads from the checkpoint; mixed_float16 (the GPU default, with loss scaling)
-    runs on a CPU too."""
+@pytest.mark.usefixtures("without_saved_model")
+def test_a_resumed_run_starts_from_the_weights_and_optimizer_state_it_saved(frames_dir, tmp_path,
+                                                                            monkeypatch):
+    """The state in memory at the end of epoch 1 of the first run, against the state the
+    resumed run loads from the checkpoint, under mixed_float16 (the GPU default, whose optimizer
+    wraps Adam's in loss scaling; float32's is the same without the wrapper): weights, both
+    moments of each, the iteration count and the loss scale."""
     ends, loaded = [], []
     end_of_epoch, load = train_module.EpochEnd.on_epoch_end, Checkpoints.load_model
 
@@ -319,38 +348,40 @@ def test_a_resumed_run_starts_from_the_weights_and_optimizer_state_it_saved(fram
 
     monkeypatch.setattr(train_module.EpochEnd, "on_epoch_end", end_and_snapshot)
     monkeypatch.setattr(Checkpoints, "load_model", load_and_snapshot)
-    config = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0, precision=precision)
+    config = TrainConfig(epochs=1, batch_size=4, seed=0, patience=0, precision="mixed_float16")
     train(frames_dir, tmp_path / "a", config, str(tmp_path / "ckpt"))
-    train(frames_dir, tmp_path / "b", TrainConfig(**{**config.__dict__, "epochs": 3}), str(tmp_path / "ckpt"))
+    train(frames_dir, tmp_path / "b", TrainConfig(**{**config.__dict__, "epochs": 2}), str(tmp_path / "ckpt"))
     [((weights, optimizer_state, trained), optimizer, iterations)] = loaded
-    saved_weights, saved_optimizer_state, _ = ends[1]
+    [saved_weights, saved_optimizer_state, _], _ = ends
     assert len(weights) == len(saved_weights) and all(map(np.array_equal, weights, saved_weights))
     assert len(optimizer_state) == len(saved_optimizer_state) > 2 * trained  # two moments of each
     assert all(map(np.array_equal, optimizer_state, saved_optimizer_state))
-    if precision == "mixed_float16":  # loss scaling skips the steps whose gradients overflow
-        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
-    else:
-        assert iterations == 2 * 4  # 16 clips in batches of 4, two epochs
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    assert 0 < iterations <= 4  # 16 clips in batches of 4, one epoch; loss scaling skips overflowing steps
 
 
-def test_bucket_checkpoints_resume_with_more_epochs(frames_dir, tmp_path, bucket):
+@pytest.mark.usefixtures("without_saved_model")
+def test_bucket_checkpoints_resume_with_more_epochs(frames_dir, checkpointed, tmp_path, bucket, caplog):
     import fsspec
 
     checkpoint_dir = f"{bucket}/runs/resume"
-    train(frames_dir, tmp_path / "a", QUICK, checkpoint_dir)
     fs = fsspec.filesystem(bucket.split("://")[0])
-    assert json.loads(fs.cat_file(f"{checkpoint_dir}/state.json"))["epoch"] == 2
-    more = TrainConfig(**{**QUICK.__dict__, "epochs": 3})
-    result = train(frames_dir, tmp_path / "b", more, checkpoint_dir)
+    fs.put(f"{checkpointed}/", f"{checkpoint_dir}/", recursive=True)
+    caplog.set_level("INFO")
+    result = train(frames_dir, tmp_path / "b", TrainConfig(**{**CHECKPOINTED.__dict__, "epochs": 3}),
+                   checkpoint_dir)
+    assert f"resuming after epoch 1 from {checkpoint_dir}" in caplog.text
     assert all(len(values) == 3 for values in result.history.values())
-    assert result.history["loss"][:2] == json.loads((tmp_path / "a" / HISTORY_FILE).read_text())["loss"]
+    fs.invalidate_cache()
+    assert json.loads(fs.cat_file(f"{checkpoint_dir}/{STATE_FILE}"))["epoch"] == 3
+    saved = json.loads((checkpointed / STATE_FILE).read_text())
+    assert result.history["loss"][:1] == saved["history"]["loss"]
 
 
-def test_a_checkpoint_of_other_settings_is_refused(frames_dir, tmp_path):
-    train(frames_dir, tmp_path / "a", QUICK, str(tmp_path / "ckpt"))
-    other = TrainConfig(**{**QUICK.__dict__, "learning_rate": 1e-3})
+def test_a_checkpoint_of_other_settings_is_refused(frames_dir, checkpointed, tmp_path):
+    other = TrainConfig(**{**CHECKPOINTED.__dict__, "learning_rate": 1e-3})
     with pytest.raises(CheckpointMismatchError, match=r"ckpt holds a training run with other learning_rate"):
-        train(frames_dir, tmp_path / "b", other, str(tmp_path / "ckpt"))
+        train(frames_dir, tmp_path / "b", other, str(checkpointed))
 
 
 def test_training_checkpoints_to_a_folder_of_the_run_on_a_mounted_volume(frames_dir, tmp_path):
@@ -378,6 +409,7 @@ def test_training_checkpoints_to_a_folder_of_the_run_on_a_mounted_volume(frames_
     assert len(run.name) >= 8 and json.loads((run / STATE_FILE).read_text())["epoch"] == 1
 
 
+@pytest.mark.usefixtures("without_saved_model")
 def test_validation_scores_the_mean_of_every_evenly_spaced_clip(videos_dir, tmp_path):
     """With two clips per validation video (no centred one), the epoch's validation loss is that
     of the mean of both clips' logits, as evaluation scores the test, not of one slot's."""
@@ -402,7 +434,7 @@ def test_validation_scores_the_mean_of_every_evenly_spaced_clip(videos_dir, tmp_
     assert abs(loss(per_slot[0]) - loss(per_slot[1])) > 1e-4  # the slots differ, so the mean is seen
 
 
-def test_the_saved_model_serves_the_keras_models_probabilities_on_real_clips(model_dir, real_clips):
+def test_the_saved_model_serves_the_keras_models_probabilities_on_real_clips(model_dir, real_clips, tmp_path):
     """Loaded with TensorFlow alone, in a process that imports nothing of this project."""
     from components.extract_frames.config import ClipSpec
     from components.extract_frames.extract import extract_video
@@ -410,16 +442,99 @@ def test_the_saved_model_serves_the_keras_models_probabilities_on_real_clips(mod
     spec = ClipSpec(n_frames=4, frame_step=2, height=32, width=32, eval_clips_per_video=2)
     clips = np.concatenate([extract_video(real_clips[name], "test", spec)[0]
                             for name in ("mpeg4_320x240_25fps_164f.avi", "vp9_340x256_28fps_280f.webm")])
-    np.save(model_dir.parent / "clips.npy", clips)
+    np.save(tmp_path / "clips.npy", clips)
     script = ("import sys, numpy as np, tensorflow as tf\n"
               "serve = tf.saved_model.load(sys.argv[1]).signatures['serving_default']\n"
               "print(serve(clips=tf.constant(np.load(sys.argv[2])))['probabilities'].numpy().tolist())\n"
               "assert not any(m.startswith(('components', 'pipelines')) for m in sys.modules)")
     served = subprocess.run([sys.executable, "-c", script, str(model_dir / "saved_model"),
-                             str(model_dir.parent / "clips.npy")], capture_output=True, text=True,
+                             str(tmp_path / "clips.npy")], capture_output=True, text=True,
                             timeout=300, cwd="/")
     assert served.returncode == 0, served.stderr[-2000:]
     model, _ = load_model(model_dir)
     expected = keras.ops.softmax(model.predict_on_batch(clips)).numpy()
     assert np.allclose(json.loads(served.stdout.strip().splitlines()[-1]), expected, atol=1e-5)
     assert expected.shape == (4, 4)
+
+
+def test_the_recipes_networks_keep_the_tutorials_parameter_count():
+    """The videoclf recipe's motion inputs and max pooling add no parameter to the tutorial's network."""
+    motion = build_model(num_classes=10, n_frames=10, height=224, width=224, inputs="motion", pooling="max")
+    assert motion.count_params() == 443_322
+    layers = {type(layer).__name__ for layer in motion.layers}
+    assert {"MotionFeatures", "GlobalMaxPooling3D"} <= layers and "Rescaling" not in layers
+    manifest = {"classes": list("ABCD"), "frame_shape": [4, 32, 32, 3]}
+    for recipe, expected in (("tutorial", {"Rescaling", "GlobalAveragePooling3D"}),
+                             ("videoclf", {"MotionFeatures", "GlobalMaxPooling3D"})):
+        compiled = train_module.compiled_model(manifest, TrainConfig(recipe=recipe), steps_per_epoch=1)
+        assert expected <= {type(layer).__name__ for layer in compiled.layers}
+    with pytest.raises(ValueError, match="motion inputs need clips of 2 frames or more"):
+        build_model(4, 1, 32, 32, inputs="motion")
+
+
+def reference_motion_features(clips: np.ndarray) -> np.ndarray:
+    """MotionFeatures written again with NumPy and SciPy: 3 x 3 box means that count only the
+    pixels inside the frame (as a 'same' average pool does), twice; central differences (half
+    the one-sided ones at the edges, as with the edge pixel repeated); then the products."""
+    from scipy.ndimage import uniform_filter
+
+    x = clips.astype(np.float64) / 255
+
+    def box(a):
+        inside = uniform_filter(np.ones_like(a), size=(1, 1, 3, 3, 1), mode="constant")
+        return uniform_filter(a, size=(1, 1, 3, 3, 1), mode="constant") / inside
+
+    x = box(box(x))
+    change, mean = x[:, 1:] - x[:, :-1], (x[:, 1:] + x[:, :-1]) / 2
+    gx = np.gradient(mean, axis=3, edge_order=1)
+    gy = np.gradient(mean, axis=2, edge_order=1)
+    gx[:, :, :, [0, -1]] /= 2  # a one-sided difference where the edge pixel is repeated
+    gy[:, :, [0, -1]] /= 2
+    features = np.stack([-(change * gx).sum(-1), -(change * gy).sum(-1), (change**2).sum(-1)], axis=-1)
+    spread = np.sqrt((features**2).mean(axis=(1, 2, 3, 4), keepdims=True))
+    return features / np.maximum(spread, (1 / 255) ** 2)
+
+
+def test_motion_features_follow_the_motion_whatever_the_colours():
+    """A square drifting each way on a coloured background, against the reference; the same
+    features when the colour channels are swapped and inverted; none from a still clip."""
+    from components.train_model.model import MotionFeatures
+    from pipelines.motion_sets import MOTION_SETS, draw_look, render_clip
+
+    coloured, rng = MOTION_SETS["coloured"], np.random.default_rng(0)
+    names = ["DriftRight", "DriftLeft", "DriftDown", "DriftUp"]
+    clips = np.stack([render_clip(coloured, name, draw_look(coloured, rng), rng, 15)[::2, :, :, ::-1]
+                      for name in names])
+    features = np.asarray(MotionFeatures()(clips))
+    assert features.shape == (4, 7, 60, 80, 3) and features.dtype == np.float32
+    assert np.allclose(features, reference_motion_features(clips), atol=1e-4)
+    horizontal, vertical = features[..., 0].sum(axis=(1, 2, 3)), features[..., 1].sum(axis=(1, 2, 3))
+    assert horizontal[0] > 0 > horizontal[1] and vertical[2] > 0 > vertical[3]  # right and down are positive
+    assert (np.abs(horizontal[:2]) > 5 * np.abs(vertical[:2])).all()
+    assert (np.abs(vertical[2:]) > 5 * np.abs(horizontal[2:])).all()
+    recoloured = 255 - clips[..., [2, 0, 1]]
+    assert np.allclose(np.asarray(MotionFeatures()(recoloured)), features, atol=1e-4)
+    still = np.repeat(clips[:, :1], 8, axis=1)
+    assert not np.asarray(MotionFeatures()(still)).any()
+
+
+def test_a_small_validation_split_is_scored_on_several_clips_of_each_video(videos_dir, tmp_path):
+    """8 validation videos: by default, 4 evenly spaced clips of each, 32 clips in all, and the
+    kept epoch's record and the report say so; a split of 64 videos or more needs one each."""
+    from components.evaluate_model.evaluate import kept_model_line
+    from components.extract_frames.config import ClipSpec
+    from components.extract_frames.extract import extract_dataset
+
+    settled = [ClipSpec().settled(videos).eval_clips_per_video for videos in (8, 16, 30, 64, 500)]
+    assert settled == [4, 4, 3, 1, 1]
+    assert ClipSpec(eval_clips_per_video=2).settled(8).eval_clips_per_video == 2
+    frames = tmp_path / "frames"
+    manifest = extract_dataset(videos_dir, frames, ClipSpec(n_frames=4, frame_step=2, height=32, width=32,
+                                                            clips_per_train_video=1))
+    assert manifest["eval_clips_per_video"] == 4 and len(manifest["shards"]["val"][0]) == 4
+    train(frames, tmp_path / "model", TrainConfig(epochs=1, batch_size=4, seed=0))
+    selection = json.loads((tmp_path / "model" / SELECTION_FILE).read_text())
+    assert (selection["val_videos"], selection["val_clips"]) == (8, 32)
+    assert json.loads((tmp_path / "model" / SAMPLING_FILE).read_text())["eval_clips_per_video"] == 4
+    line = kept_model_line(selection)  # the report's line (a test of evaluation checks that it is there)
+    assert "chosen by the validation loss on 32 clips (8 videos, 4 evenly spaced clips of each" in line

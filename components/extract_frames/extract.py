@@ -1,7 +1,8 @@
 """Stage 2: decode each downloaded video into fixed-size RGB clips, stored as TFRecord shards.
 
-Validation and test videos get ``eval_clips_per_video`` evenly spaced clips (by default one,
-centred), so the same input always gives the same numbers. Training videos get
+Validation and test videos get ``eval_clips_per_video`` evenly spaced clips (one: the centred
+clip; 0, the default: enough for a validation set large enough to choose an epoch on, as
+``ClipSpec.settled`` says), so the same input always gives the same numbers. Training videos get
 ``clips_per_train_video`` clips at random starts (seeded per video), among which training draws
 one per epoch. Clips are taken every ``frame_step`` frames, or spread over ``clip_seconds`` of
 each video at its own frame rate, which the manifest records.
@@ -63,7 +64,7 @@ def extract_video(path: Path, split: str, spec: ClipSpec) -> tuple[np.ndarray, d
             rng = np.random.default_rng([spec.seed, zlib.crc32(path.name.encode())])
             starts = random_starts(total, spec.n_frames, step, spec.clips_per_train_video, rng)
         else:
-            starts = spaced_starts(total, spec.n_frames, step, spec.eval_clips_per_video)
+            starts = spaced_starts(total, spec.n_frames, step, spec.clips_per_video(split))
         clips = video.read_clips([clip_frames(s, spec.n_frames, step) for s in starts], spec.height,
                                  spec.width)
         return clips, {"status": "ok", "frames": total, "fps": video.fps, "step": round(step, 4),
@@ -88,7 +89,8 @@ def _extract_in_worker(job: tuple[Path, str, ClipSpec]) -> tuple[np.ndarray | No
     return try_extract_video(*job)
 
 
-def _start_worker() -> None:
+def start_worker() -> None:
+    """Sets up a decoding process of a pool: one OpenCV thread, as the pool has a process per core."""
     import cv2
 
     cv2.setNumThreads(1)  # one process per core already
@@ -145,6 +147,7 @@ def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_fail
     if not 0 <= max_failed_fraction <= 1:
         raise ValueError(f"max_failed_fraction must be in [0, 1], got {max_failed_fraction}")
     source = read_manifest(videos_dir)
+    spec = spec.settled(sum(entry["split"] == "val" for entry in source["files"]))
     output_dir = Path(output_dir)
     (output_dir / MANIFEST).unlink(missing_ok=True)
     label_of = {name: i for i, name in enumerate(source["classes"])}
@@ -163,7 +166,7 @@ def extract_dataset(videos_dir: Path, output_dir: Path, spec: ClipSpec, max_fail
              workers)
     videos, shards = [], {split: [] for split in SPLITS}
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold TF threads
-    with (ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker) as pool,
+    with (ProcessPoolExecutor(workers, mp_context=context, initializer=start_worker) as pool,
           tqdm(total=len(jobs), unit="video", desc="extract") as bar):
         results = bounded_map(pool, _extract_in_worker, jobs, IN_FLIGHT_PER_WORKER * workers)
         for split, g, n_groups, group in plan:

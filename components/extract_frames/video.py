@@ -81,16 +81,18 @@ def open_capture(path: Path) -> cv2.VideoCapture:
 class Video:
     """A video file: its frame count and frame rate, then clips read from it."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, frame_count: int | None = None):
+        """Opens the file; ``frame_count``, the count of an earlier opening of the same file,
+        spares a video whose header cannot be trusted a second count by decoding."""
         self.path = Path(path)
         if not self.path.is_file():
             raise VideoError(f"{path}: no such file")
         self.capture = open_capture(self.path)
-        declared = int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        declared = frame_count or int(self.capture.get(cv2.CAP_PROP_FRAME_COUNT))
         fps = self.capture.get(cv2.CAP_PROP_FPS)
         self.fps = round(fps, 3) if 0 < fps < 1000 else None
         self.decoded = 0  # frames decoded in the pass that counted them
-        self.counted = not (self.path.suffix.lower() in RELIABLE_COUNT and declared > 0)
+        self.counted = not frame_count and not (self.path.suffix.lower() in RELIABLE_COUNT and declared > 0)
         if self.counted:  # the header cannot be trusted: count by decoding
             while self.capture.grab():
                 self.decoded += 1

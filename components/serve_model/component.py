@@ -4,10 +4,87 @@
 model; Vertex AI's deploy components are in ``components.serve_model.vertex``.
 """
 
+from typing import List  # noqa: UP035 (KFP reads typing.List in component signatures)
+
 from kfp import dsl
-from kfp.dsl import Artifact, Input, Model, Output
+from kfp.dsl import HTML, Artifact, Dataset, Input, Markdown, Model, Output
 
 from components.images import latest
+
+
+@dsl.component(base_image=latest("data"), install_kfp_package=False)
+def list_videos(
+    source_url: str,
+    videos_per_shard: int,
+    videos: Output[Dataset],
+) -> List[int]:  # noqa: UP006 (KFP reads typing.List)
+    """Lists the videos of a source (a folder, bucket prefix, zip, list or video file) into
+    shards of ``videos_per_shard``; the shards' numbers, for the ParallelFor over them."""
+    from pathlib import Path
+
+    from components.common import lineage, setup_logging
+    from components.serve_model.batch import write_listing
+
+    setup_logging()
+    shards = write_listing([source_url], Path(videos.path), videos_per_shard)
+    parameters = {"source_url": source_url, "videos_per_shard": videos_per_shard}
+    videos.metadata.update({"shards": len(shards),
+                            **lineage("list_videos", parameters, {}, Path(videos.path))})
+    return shards
+
+
+@dsl.component(base_image=latest("serving"), install_kfp_package=False)
+def batch_predict(
+    videos: Input[Dataset],
+    model: Input[Model],
+    shard: int,
+    top_k: int,
+    segments: float,
+    batch_size: int,
+    predictions: Output[Dataset],
+):
+    """Answers one shard of the listed videos with the model: a JSON line each, in the listing's
+    order (with ``segments`` above 0, labels over time every that many seconds)."""
+    from pathlib import Path
+
+    from components.common import lineage, setup_logging
+    from components.serve_model.batch import predict_shard
+
+    setup_logging()
+    record = predict_shard(Path(videos.path), shard, Path(model.path), Path(predictions.path), top_k,
+                           segments, batch_size)
+    parameters = {"shard": shard, "top_k": top_k, "segments": segments, "batch_size": batch_size}
+    predictions.metadata.update({k: record[k] for k in ("shard", "shards", "answered", "failed")} | lineage(
+        "batch_predict", parameters, {"videos": videos.uri, "model": model.uri}, Path(predictions.path)))
+
+
+@dsl.component(base_image=latest("data"), install_kfp_package=False)
+def gather_predictions(
+    parts: Input[List[Dataset]],  # noqa: UP006
+    predictions: Output[Dataset],
+    summary: Output[Markdown],
+    report: Output[HTML],
+):
+    """Joins the shards' answers in the listing's order into one JSON Lines file; its summary
+    (counts per predicted class, failures) and a report page with a timeline per video."""
+    from pathlib import Path
+
+    from components.common import atomic_write_bytes, lineage, setup_logging
+    from components.serve_model.batch import gather_shards, summarize
+    from components.serve_model.batch_report import report_html, summary_markdown
+
+    setup_logging()
+    lines, classes = gather_shards([Path(p.path) for p in parts], Path(predictions.path))
+    counts = summarize(lines)
+    atomic_write_bytes(Path(summary.path), summary_markdown(counts).encode())
+    atomic_write_bytes(Path(report.path), report_html(counts, lines, classes).encode())
+    inputs = {"parts": [p.uri for p in parts]}
+    for artifact in (predictions, summary, report):
+        artifact.metadata.update({k: counts[k] for k in ("videos", "answered", "failed")} | lineage(
+            "gather_predictions", {}, inputs, Path(artifact.path)))
+    if lines and not counts["answered"]:
+        raise RuntimeError(f"none of the {len(lines)} videos could be read: the first failed with "
+                           f"{counts['failures'][0]['error']}")
 
 
 @dsl.component(base_image=latest("serving"), install_kfp_package=False)
@@ -36,20 +113,15 @@ def deploy_model(
     from kserve.utils.utils import get_default_target_namespace
 
     from components.common import atomic_write_bytes, lineage, setup_logging
-    from components.launcher_config import S3Store, store_of
+    from components.launcher_config import serving_store
     from components.serve_model import deploy
-    from components.storage import S3_SECRET_KEYS
 
     setup_logging()
     own_namespace = get_default_target_namespace().strip()
     namespace = namespace or own_namespace  # empty: the pipeline's own
     api = deploy.kube_client()
-    if s3_endpoint or s3_secret:
-        store = S3Store(s3_endpoint, s3_secret, *S3_SECRET_KEYS)  # the Secret's keys every task reads
-    elif model.uri.startswith(("minio://", "s3://")):
-        store = store_of(model.uri, deploy.launcher_config(api, own_namespace))
-    else:
-        store = None  # gs:// or a local path: the service account's own credentials
+    store = serving_store(model.uri, lambda: deploy.launcher_config(api, own_namespace), s3_endpoint,
+                          s3_secret)  # None for gs:// or a local path: the service account's credentials
     if not service_account and namespace == own_namespace:
         service_account = deploy.own_service_account()
     service = deploy.inference_service(name, namespace, serving_image, deploy.storage_uri(model.uri), store,

@@ -4,15 +4,18 @@ wait until it serves that model.
 
 The manifest is built from KServe's own typed models (so a field KServe does not know cannot be
 written) and applied with the Kubernetes client (``serving.kserve.io/v1beta1`` custom objects):
-created when the service is new, patched when it exists. The step then waits for the service's
-``Ready`` condition *for the applied spec*: right after a patch the status still describes the
-revision that serves, which may be Ready while the new one never starts.
+created when the service is new, patched when it exists, with null for every field of its spec
+that the manifest lacks, so that a re-deploy restores what a run deployed. The step then waits
+for the service's ``Ready`` condition *for the applied spec*: right after a patch the status
+still describes the revision that serves, which may be Ready while the new one never starts.
 
 What KServe reports, kserve/kserve HEAD ``pkg/apis/serving/v1beta1/inference_service_status.go``:
 ``Ready`` aggregates ``PredictorReady`` and ``IngressReady``; in Serverless mode (the default of
 ``config/configmap/inferenceservice.yaml``) ``components.predictor`` names the
 ``latestCreatedRevision`` and the ``latestReadyRevision`` (``PropagateStatus``), so the applied
-spec serves when a revision created after the patch is the latest ready one; in RawDeployment
+spec serves when a revision created after the patch is the latest ready one and has all the
+traffic (``components.predictor.traffic``: a ``canaryTrafficPercent`` leaves the rest on the
+revision before, while ``Ready`` is True); in RawDeployment
 mode ``PredictorReady`` carries the Deployment's conditions (``PropagateRawStatus``), and a rollout
 is complete when its reason is ``NewReplicaSetAvailable`` with a message naming a ReplicaSet other
 than the one before the patch. A predictor that fails to start is ``modelStatus.transitionStatus``
@@ -24,7 +27,8 @@ The predictor gets no batcher: KServe's (``pkg/batcher/handler.go``) forwards on
 ``instances`` of the requests it merges, dropping their ``parameters`` (``top_k``), and answers
 every request of a batch HTTP 200 with ``"predictions": null`` when the model answers one error.
 It runs as the pipeline's own service account (or ``service_account``), so that Workload
-Identity or IRSA bound to it reach the model too, rather than the namespace's ``default``.
+Identity or IRSA bound to it reach the model too, rather than the namespace's ``default``, but
+without that account's Kubernetes API token (``automountServiceAccountToken: false``).
 """
 
 from __future__ import annotations
@@ -68,7 +72,7 @@ def inference_service(name: str, namespace: str, image: str, model_uri: str, sto
                       service_account: str = "", labels: dict | None = None) -> dict:
     """The InferenceService that serves ``model_uri`` with the serving image, probed on KServe's
     readiness route, reading the model from ``store`` with its Secret's credentials, as
-    ``service_account``."""
+    ``service_account`` but with no API token mounted."""
     env = []
     if store and store.endpoint:
         env.append(client.V1EnvVar(name="AWS_ENDPOINT_URL", value=store.endpoint))
@@ -86,8 +90,17 @@ def inference_service(name: str, namespace: str, image: str, model_uri: str, sto
                                                                         port=SERVING_PORT)),
         termination_message_policy="FallbackToLogsOnError",
         resources=client.V1ResourceRequirements(**RESOURCES))
+    # No Kubernetes API token in the network-facing server: it never calls the API, and the
+    # account's token would carry the pipeline's rights (pods/exec, secrets, workflows of the
+    # pipeline-runner Role, manifests/kustomize/base/pipeline/pipeline-runner-role.yaml, 2.17.0).
+    # Workload Identity (the GKE metadata server) and IRSA (its own projected token volume) do not
+    # use it. KServe mounts it unless told (config/configmap/inferenceservice.yaml,
+    # security.autoMountServiceAccountToken true, v0.20.0); Knative Serving keeps this field when
+    # it is false, and only then (knative/serving pkg/apis/serving/fieldmask.go, PodSpecMask,
+    # since knative-v1.0.0).
     predictor = V1beta1PredictorSpec(min_replicas=1, containers=[container],
-                                     service_account_name=service_account or None)
+                                     service_account_name=service_account or None,
+                                     automount_service_account_token=False)
     service = V1beta1InferenceService(
         api_version=constants.KSERVE_V1BETA1, kind=constants.KSERVE_KIND_INFERENCESERVICE,
         metadata=client.V1ObjectMeta(name=name, namespace=namespace, labels=labels or {}),
@@ -132,16 +145,32 @@ def launcher_config(api: client.ApiClient, namespace: str) -> dict | None:
 
 @dataclasses.dataclass(frozen=True)
 class Rollout:
-    """What an apply did: ``created`` or ``updated``, whether the spec changed (a new generation),
-    and the status before it, against which a new revision is told from the serving one."""
+    """What an apply did: ``created`` or ``updated``, whether the predictor's pods changed (so that
+    a new revision, or ReplicaSet, rolls out), and the status before it, against which a new
+    revision is told from the serving one."""
 
     outcome: str
     changed: bool
     before: dict
 
 
+def replacing(current, desired):
+    """The JSON merge patch (RFC 7386) that turns ``current`` into ``desired``: what ``desired``
+    sets, and null for each key only ``current`` has, at every depth (lists are replaced whole)."""
+    if not isinstance(current, dict) or not isinstance(desired, dict):
+        return desired
+    return {**{key: None for key in current if key not in desired},
+            **{key: replacing(current.get(key), value) for key, value in desired.items()}}
+
+
 def apply(api: client.ApiClient, manifest: dict) -> Rollout:
-    """Creates the InferenceService where the API has none of that name (404), else patches it."""
+    """Creates the InferenceService where the API has none of that name (404), else patches it
+    so that its spec is the manifest's: a field added since (a ``canaryTrafficPercent`` that
+    keeps most of the traffic on the old revision, a transformer) is removed, not kept as a plain
+    merge patch would keep it. Labels are merged and annotations left as they are: KServe's
+    defaulting writes ``serving.kserve.io/deploymentMode`` there, which its validation then
+    refuses to change (``inference_service_defaults.go``, ``inference_service_validation.go``,
+    ``validateDeploymentMode``, v0.20.0)."""
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     objects = client.CustomObjectsApi(api)
     where = (constants.KSERVE_GROUP, constants.KSERVE_V1BETA1_VERSION, namespace,
@@ -155,16 +184,37 @@ def apply(api: client.ApiClient, manifest: dict) -> Rollout:
             objects.create_namespaced_custom_object(*where, manifest)
             log.info("created the InferenceService %s/%s", namespace, name)
             return Rollout("created", True, {})
-        patched = objects.patch_namespaced_custom_object(*where, name, manifest)
+        patch = {**manifest, "spec": replacing(existing.get("spec") or {}, manifest["spec"])}
+        patched = objects.patch_namespaced_custom_object(*where, name, patch)
     except client.ApiException as e:
         if e.status == 403:
             raise PermissionError(f"the pipeline's service account may not get, create or patch "
                                   f"inferenceservices.serving.kserve.io in the namespace {namespace}: "
                                   f"{RBAC_FIX}") from e
         raise
-    changed = patched["metadata"].get("generation") != existing["metadata"].get("generation")
-    log.info("updated the InferenceService %s/%s%s", namespace, name, "" if changed else " (spec unchanged)")
+    # Both as stored, after KServe's defaulting webhook: a change of the predictor but for its
+    # canaryTrafficPercent (the route's, not the revision's: kserve pkg/controller/v1beta1/
+    # inferenceservice/reconcilers/knative/ksvc_reconciler.go, v0.20.0) makes a new revision.
+    changed = pods_of(patched) != pods_of(existing)
+    log.info("updated the InferenceService %s/%s%s", namespace, name, "" if changed else " (same predictor)")
     return Rollout("updated", changed, existing.get("status") or {})
+
+
+def pods_of(service: dict) -> dict:
+    """What of an InferenceService's predictor its revisions are made of: all but the traffic split."""
+    predictor = (service.get("spec") or {}).get("predictor") or {}
+    return {key: value for key, value in predictor.items() if key != "canaryTrafficPercent"}
+
+
+def latest_traffic(predictor: dict) -> int | None:
+    """The percent of the traffic on the latest ready revision (KServe copies the Knative route's
+    ``traffic`` into ``components.predictor``: inference_service_status.go, PropagateStatus,
+    v0.20.0); None where none is reported."""
+    traffic = predictor.get("traffic") or []
+    if not traffic:
+        return None
+    latest = predictor.get("latestReadyRevision")
+    return sum(t.get("percent") or 0 for t in traffic if t.get("revisionName") == latest)
 
 
 def condition(status: dict, kind: str) -> dict:
@@ -197,6 +247,12 @@ def describe(status: dict) -> str:
             predictor.get("latestReadyRevision") != predictor["latestCreatedRevision"]:
         parts.append(f"revision {predictor['latestCreatedRevision']} is not ready; "
                      f"{predictor.get('latestReadyRevision') or 'no revision'} serves")
+    share = latest_traffic(predictor)
+    if share not in (None, 100):
+        others = ", ".join(f"{t.get('revisionName')} {t.get('percent') or 0} %" for t in predictor["traffic"]
+                           if t.get("revisionName") != predictor.get("latestReadyRevision"))
+        parts.append(f"revision {predictor.get('latestReadyRevision')} has {share} % of the traffic "
+                     f"(a canaryTrafficPercent), the rest goes to {others}")
     failure = status.get("modelStatus", {}).get("lastFailureInfo")
     if failure:
         parts.append(f"the predictor failed: {failure.get('reason', '')} {failure.get('message', '')}".strip()
@@ -231,10 +287,13 @@ def wait_ready(api: client.ApiClient, namespace: str, name: str, rollout: Rollou
 
 
 def rolled_out(status: dict) -> bool:
-    """Whether the status shows the service Ready on its latest spec."""
+    """Whether the status shows the service Ready on its latest spec, which has all the traffic:
+    with a canary split, Ready is True and the latest revision is the latest ready one while the
+    one before keeps the rest of the traffic."""
     if condition(status, "Ready").get("status") != "True":
         return False
     if serverless(status):
         predictor = status["components"]["predictor"]
-        return predictor.get("latestReadyRevision") == predictor["latestCreatedRevision"]
+        return (predictor.get("latestReadyRevision") == predictor["latestCreatedRevision"]
+                and latest_traffic(predictor) in (None, 100))
     return condition(status, "PredictorReady").get("reason") == "NewReplicaSetAvailable"

@@ -6,7 +6,8 @@ averaged, and the same time between frames: a 60 fps video is sampled over the s
 training clip covered, not over the same number of frames (``sampling.json`` records the frame
 step and the training videos' frame rate, or the seconds a clip covers). A file that cannot be
 read as a video gets an error naming it, and the other videos are still answered. ``videoclf
-predict`` and the inference server (``server.py``) both answer through ``Predictor``.
+predict`` (``batch.py``, which decodes on every core and scores in batches) and the inference
+server (``server.py``) both answer through ``Predictor``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from components.extract_frames.config import ClipSpec
-from components.serve_model.config import TOP_K
+from components.serve_model.config import BATCH_SIZE, TOP_K
 from components.storage import filesystem, is_remote
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,8 @@ class Predictor:
             model_dir = self._copy.name
         elif Path(model_dir).is_file():  # the model.keras inside the folder
             model_dir = str(Path(model_dir).parent)
-        self.model, self.classes = load_model(Path(model_dir))
+        self.folder = Path(model_dir)  # the model folder, here
+        self.model, self.classes = load_model(self.folder)
         self.sampling = json.loads((Path(model_dir) / SAMPLING_FILE).read_text())
         self.clip_shape = tuple(self.sampling["frame_shape"])
 
@@ -108,16 +110,12 @@ def container_suffix(data: bytes) -> str:
     return ".video"
 
 
-def predict_videos(model_dir: Path, videos: list[Path], top_k: int = TOP_K) -> list[dict]:
-    """For each video, ``{"video", "top": [{"class", "probability"}, ...]}`` or ``{"video", "error"}``."""
-    predictor = Predictor(model_dir)
-    answers = []
-    for path in videos:
-        clips, outcome = predictor.video_clips(Path(path))
-        if clips is None:
-            log.error("%s", outcome["error"])
-            answers.append({"video": str(path), "error": outcome["error"]})
-            continue
-        [probabilities] = predictor.probabilities([clips])
-        answers.append({"video": str(path), "top": predictor.top(probabilities, top_k)})
-    return answers
+def predict_videos(model: str | Path, sources: list[str | Path], top_k: int = TOP_K, segments: float = 0.0,
+                   batch_size: int = BATCH_SIZE, workers: int = 0) -> list[dict]:
+    """For each video of the sources (files, folders, lists, zips: ``batch.list_videos``), in order,
+    ``{"video", "top": [{"class", "probability"}, ...]}``, its segments with ``segments`` (the
+    stride in seconds), or ``{"video", "error"}``; decoded by ``workers`` processes (0: one per
+    core), scored in batches (``batch.answers``)."""
+    from components.serve_model.batch import answers, list_videos
+
+    return list(answers(Predictor(model), list_videos(sources), top_k, segments, batch_size, workers))

@@ -1,13 +1,19 @@
 """The settings of a training run, with their defaults: the one place they are written (the
 pipeline's parameters and docs/parameters.md follow them). Importable without TensorFlow.
 
-A recipe is how the network is trained. ``tutorial`` is the tutorial's: Adam at a constant
-1e-4, cross-entropy, no augmentation but flips. ``videoclf`` (the default) is for training from
-scratch on little data, as the literature on video networks does it (e.g. Feichtenhofer et al.
-2019, "SlowFast Networks"; Tran et al. 2018; Loshchilov and Hutter 2019, "Decoupled Weight
-Decay"): AdamW with a linear warm-up and a cosine decay of the learning rate, label smoothing,
-and random resized crops that are the same for every frame of a clip, so the crop moves no
-pixel between frames and motion is kept. ``benchmarks/recipes.py`` measures both.
+A recipe is how the network is trained, and what it sees. ``tutorial`` is the tutorial's: the
+frames scaled to [0, 1], features averaged over time and space, Adam at a constant 1e-4,
+cross-entropy, no augmentation but flips. ``videoclf`` (the default) is for recognising actions
+from little data, trained from scratch as the literature on video networks does it (e.g.
+Feichtenhofer et al. 2019, "SlowFast Networks"; Tran et al. 2018; Loshchilov and Hutter 2019,
+"Decoupled Weight Decay"): AdamW with a linear warm-up and a cosine decay of the learning rate,
+label smoothing, and random resized crops that are the same for every frame of a clip, so the
+crop moves no pixel between frames and motion is kept. Its network sees motion rather than
+frames (``model.MotionFeatures``: what stands still, a scene's colours and an object's contrast
+give nothing to learn by heart, as two-stream networks' optical flow does not; Simonyan and
+Zisserman 2014) and keeps the strongest response to it anywhere in the clip (max pooling) rather
+than its average over a frame that is mostly background. Both networks have the tutorial's
+parameters. ``benchmarks/recipes.py`` measures both recipes.
 """
 
 from __future__ import annotations
@@ -31,13 +37,17 @@ class Recipe:
     label_smoothing: float
     crop_scale: float  # random resized crops of this share of the frame's area or more; 1: none
     batch_norm_momentum: float  # how slowly the batch normalisation's statistics for inference move
+    inputs: str  # what the network sees: "frames", or "motion" (model.MotionFeatures)
+    pooling: str  # how its last features are pooled over time and space: "average" or "max"
 
 
 RECIPES = {
     "tutorial": Recipe(learning_rate=1e-4, warmup_epochs=0, decay=False, weight_decay=0.0,
-                       label_smoothing=0.0, crop_scale=1.0, batch_norm_momentum=0.99),
+                       label_smoothing=0.0, crop_scale=1.0, batch_norm_momentum=0.99, inputs="frames",
+                       pooling="average"),
     "videoclf": Recipe(learning_rate=1e-3, warmup_epochs=3, decay=True, weight_decay=0.05,
-                       label_smoothing=0.1, crop_scale=0.5, batch_norm_momentum=0.9),
+                       label_smoothing=0.1, crop_scale=0.5, batch_norm_momentum=0.9, inputs="motion",
+                       pooling="max"),
 }
 
 

@@ -13,6 +13,7 @@ model's first layer, so the host sends the accelerator a quarter of the bytes of
 """
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -113,14 +114,16 @@ def batches(frames_dir: Path, split: str, batch_size: int, training: bool = Fals
             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
-def split_logits(model, frames_dir: Path, split: str, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def split_logits(model, frames_dir: Path, split: str, batch_size: int,
+                 reorder: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The model's logits for every video of a split, in the manifest's order: the mean of those
     of the video's evenly spaced clips; and the videos' labels. Validation during training and
-    evaluation after it both score videos so."""
+    evaluation after it both score videos so. ``reorder``, if given, changes each batch of clips
+    (their frames' order, say) before the model sees it."""
     slots = read_manifest(frames_dir)["eval_clips_per_video"]
     logits, labels = [], None
     for slot in range(slots):
-        clips = [(model.predict_on_batch(x), y.numpy())
+        clips = [(model.predict_on_batch(reorder(x.numpy()) if reorder else x), y.numpy())
                  for x, y in batches(frames_dir, split, batch_size, slot=slot)]
         logits.append(np.concatenate([c for c, _ in clips]).astype(np.float64))
         labels = np.concatenate([y for _, y in clips])

@@ -3,7 +3,10 @@
 Each 3D convolution is factored into a spatial (1 x k x k) and a temporal (k x 1 x 1)
 convolution. Only Keras layers and einops are used (no ``tf.*``), so the model runs under any
 Keras 3 backend. With the tutorial's defaults and 10 classes it has 443,322 parameters. It
-takes uint8 frames and scales them to [0, 1] in its first layer, as the tutorial's input did.
+takes uint8 frames and, as the tutorial's input did, scales them to [0, 1] in its first layer;
+or, with ``inputs="motion"``, turns them into ``MotionFeatures``, which leave out what stands
+still. Its last features are averaged over time and space, as the tutorial's are, or their
+maximum is taken (``pooling="max"``). Neither option changes the number of parameters.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ import keras
 from keras import layers, ops
 
 PACKAGE = "videoclf"
+INPUTS = ("frames", "motion")  # what the first convolution sees
+POOLINGS = ("average", "max")  # how the last features are pooled over time and space
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -128,6 +133,43 @@ class ResizeVideo(layers.Layer):
         return {**super().get_config(), "height": self.height, "width": self.width}
 
 
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class MotionFeatures(layers.Layer):
+    """Which way the picture moves, from uint8 frames: for each pair of frames in a row, the
+    brightness-constancy terms behind gradient optical flow (Horn and Schunck 1981) on the
+    frames smoothed over 5 x 5 pixels: minus their change times the horizontal and the vertical
+    gradient of their mean (motion to the right and down gives positive values), and the
+    change's energy, each summed over the colour channels; then each clip scaled to a root mean
+    square of 1.
+
+    What stands still gives nothing, and the features do not change with the object's colour,
+    with whether it is brighter or darker than what lies behind it (a channel inverted inverts
+    both factors), nor with its contrast. A clip of ``t`` frames gives ``t - 1`` frames of 3
+    features. Computed in float32 under any precision policy: products of small changes
+    underflow in float16.
+    """
+
+    FLOOR = (1 / 255) ** 2  # the least a clip is divided by: one level of change against one of gradient
+
+    def __init__(self, **kwargs):
+        kwargs["dtype"] = "float32"
+        super().__init__(**kwargs)
+
+    def call(self, video):
+        frames = einops.parse_shape(video, "b t h w c")["t"]
+        x = einops.rearrange(ops.cast(video, "float32") / 255, "b t h w c -> (b t) h w c")
+        x = ops.average_pool(ops.average_pool(x, 3, 1, "same"), 3, 1, "same")  # smoothed over 5 x 5
+        x = einops.rearrange(x, "(b t) h w c -> b t h w c", t=frames)
+        change, mean = x[:, 1:] - x[:, :-1], (x[:, 1:] + x[:, :-1]) / 2
+        edged = ops.pad(mean, [(0, 0), (0, 0), (1, 1), (1, 1), (0, 0)], mode="symmetric")  # edges repeated
+        rightward = (edged[:, :, 1:-1, 2:] - edged[:, :, 1:-1, :-2]) / 2
+        downward = (edged[:, :, 2:, 1:-1] - edged[:, :, :-2, 1:-1]) / 2
+        features = ops.stack([-ops.sum(change * rightward, axis=-1), -ops.sum(change * downward, axis=-1),
+                              ops.sum(change * change, axis=-1)], axis=-1)
+        spread = ops.sqrt(ops.mean(ops.square(features), axis=(1, 2, 3, 4), keepdims=True))
+        return features / ops.maximum(spread, self.FLOOR)
+
+
 def add_residual_block(x, filters: int, kernel_size: Sequence[int]):
     """Adds a residual block, projecting the shortcut when the width changes."""
     out = ResidualMain(filters, kernel_size)(x)
@@ -138,15 +180,22 @@ def add_residual_block(x, filters: int, kernel_size: Sequence[int]):
 
 
 def build_model(num_classes: int, n_frames: int, height: int, width: int,
-                base_filters: int = 16, blocks_per_stage: int = 1) -> keras.Model:
+                base_filters: int = 16, blocks_per_stage: int = 1, inputs: str = "frames",
+                pooling: str = "average") -> keras.Model:
     """Builds the network for uint8 clips of ``n_frames x height x width x 3``.
 
     Four stages of ``blocks_per_stage`` residual blocks (the depth), with ``base_filters``
     filters (the width) doubling at each stage; each stage but the last halves the frame size.
-    The defaults are the tutorial's. The logits are float32 under any precision policy.
+    ``inputs`` is one of INPUTS, ``pooling`` one of POOLINGS. The defaults are the tutorial's.
+    The logits are float32 under any precision policy.
     """
-    inputs = layers.Input(shape=(n_frames, height, width, 3), dtype="uint8")
-    x = layers.Rescaling(1 / 255)(inputs)
+    if inputs not in INPUTS or pooling not in POOLINGS:
+        raise ValueError(f"inputs must be one of {', '.join(INPUTS)} and pooling one of "
+                         f"{', '.join(POOLINGS)}, got {inputs!r} and {pooling!r}")
+    if inputs == "motion" and n_frames < 2:
+        raise ValueError(f"motion inputs need clips of 2 frames or more, got {n_frames}")
+    clips = layers.Input(shape=(n_frames, height, width, 3), dtype="uint8")
+    x = layers.Rescaling(1 / 255)(clips) if inputs == "frames" else MotionFeatures()(clips)
     x = Conv2Plus1D(filters=base_filters, kernel_size=(3, 7, 7), padding="same")(x)
     x = layers.BatchNormalization()(x)
     x = layers.ReLU()(x)
@@ -157,7 +206,7 @@ def build_model(num_classes: int, n_frames: int, height: int, width: int,
         if stage < 3:
             x = ResizeVideo(height // 2 ** (stage + 2), width // 2 ** (stage + 2))(x)
 
-    x = layers.GlobalAveragePooling3D()(x)
+    x = layers.GlobalAveragePooling3D()(x) if pooling == "average" else layers.GlobalMaxPooling3D()(x)
     x = layers.Flatten()(x)
     outputs = layers.Dense(num_classes, dtype="float32")(x)
-    return keras.Model(inputs, outputs, name="resnet_2plus1d")
+    return keras.Model(clips, outputs, name="resnet_2plus1d")

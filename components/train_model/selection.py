@@ -3,8 +3,10 @@
 The kept model is the epoch of the lowest validation loss, the later one of equals: the loss
 moves with every clip's confidence, where accuracy on a few dozen clips jumps by luck. Training
 stops early after ``patience`` epochs past the warm-up without the loss falling by MIN_DELTA.
-The selection records the chance of guessing the kept validation accuracy or better on that
-many clips as the best of that many epochs. Pure Python, on the training state's history.
+The selection records how many validation videos and clips the choice rests on (each video's
+evenly spaced clips, their logits averaged), and the chance of guessing the kept validation
+accuracy or better on that many videos as the best of that many epochs. Pure Python, on the
+training state's history.
 """
 
 from __future__ import annotations
@@ -37,22 +39,25 @@ def record_epoch(state: dict, logs: dict[str, float], patience: int, warmup_epoc
     return kept
 
 
-def chance(accuracy: float, clips: int, classes: int, epochs: int) -> dict:
-    """How likely guessing scores ``accuracy`` or more on ``clips`` clips, at best of ``epochs``
+def chance(accuracy: float, videos: int, classes: int, epochs: int) -> dict:
+    """How likely guessing scores ``accuracy`` or more on ``videos`` videos, at best of ``epochs``
     tries (Bonferroni), and whether that is within noise (CHANCE_LEVEL or more)."""
-    rate, correct = 1 / classes, round(accuracy * clips)
-    tail = sum(math.comb(clips, k) * rate**k * (1 - rate) ** (clips - k) for k in range(correct, clips + 1))
+    rate, correct = 1 / classes, round(accuracy * videos)
+    tail = sum(math.comb(videos, k) * rate**k * (1 - rate) ** (videos - k)
+               for k in range(correct, videos + 1))
     p_value = min(1.0, tail * max(1, epochs))
     return {"chance_accuracy": rate, "p_value": p_value, "within_chance": p_value >= CHANCE_LEVEL}
 
 
 def selection_of(state: dict, manifest: dict) -> dict:
-    """Which epoch was kept, its validation scores, and whether its accuracy could be chance."""
+    """Which epoch was kept, its validation scores, on how many videos and clips, and whether
+    its accuracy could be chance."""
     epoch, history = state["best_epoch"], state["history"]
-    accuracy, clips = history["val_accuracy"][epoch - 1], manifest["counts"]["val"]
+    accuracy, videos = history["val_accuracy"][epoch - 1], manifest["counts"]["val"]
     return {"monitor": "val_loss", "epoch": epoch, "val_loss": history["val_loss"][epoch - 1],
-            "val_accuracy": accuracy, "val_clips": clips, "epochs_compared": state["epoch"],
-            **chance(accuracy, clips, len(manifest["classes"]), state["epoch"])}
+            "val_accuracy": accuracy, "val_videos": videos,
+            "val_clips": videos * manifest["eval_clips_per_video"], "epochs_compared": state["epoch"],
+            **chance(accuracy, videos, len(manifest["classes"]), state["epoch"])}
 
 
 def training_metrics(state: dict, selection: dict, train_clips: int) -> dict[str, float]:

@@ -147,9 +147,9 @@ def train(frames_dir: Path, model_dir: Path, config: TrainConfig, checkpoint_dir
         (Path(tmp) / MODEL_FILE).replace(model_dir / MODEL_FILE)
     selection = selection_of(state, manifest)
     if selection["within_chance"]:
-        log.warning("the kept model (epoch %d) scores %.3f on %d validation clips, within noise of "
+        log.warning("the kept model (epoch %d) scores %.3f on %d validation videos, within noise of "
                     "chance (%.3f): p = %.2f", selection["epoch"], selection["val_accuracy"],
-                    selection["val_clips"], selection["chance_accuracy"], selection["p_value"])
+                    selection["val_videos"], selection["chance_accuracy"], selection["p_value"])
     write_json(model_dir / CLASSES_FILE, classes)
     write_json(model_dir / HISTORY_FILE, state["history"])
     write_json(model_dir / SELECTION_FILE, selection)
@@ -164,7 +164,8 @@ def compiled_model(manifest: dict, config: TrainConfig, steps_per_epoch: int) ->
     """A new network, compiled with the recipe's optimizer, schedule and loss."""
     recipe = config.settings
     model = build_model(len(manifest["classes"]), *manifest["frame_shape"][:3],
-                        base_filters=config.base_filters, blocks_per_stage=config.blocks_per_stage)
+                        base_filters=config.base_filters, blocks_per_stage=config.blocks_per_stage,
+                        inputs=recipe.inputs, pooling=recipe.pooling)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = recipe.batch_norm_momentum
