@@ -98,3 +98,21 @@ def test_the_serving_benchmark_times_both_sides_on_the_same_answers(real_clips):
     batched = report["throughput"]
     assert batched["clients"] == 2 and set(batched["batch_sizes"]) <= {"1", "2"}
     assert batched["server_clips_per_second"] > 0 and batched["in_process_clips_per_second"] > 0
+
+
+def test_the_warm_start_benchmark_starts_from_the_source_body_and_freezes_it():
+    report = run_benchmark("warm_start.py", "--source-per-class", "2", "--source-epochs", "1",
+                           "--target-per-class", "2", "--val-per-class", "1", "--test-per-class", "2",
+                           "--epochs", "2", "--freeze-epochs", "1", "--seeds", "3", "--ways", "warm_frozen")
+    (row,) = report["results"]
+    assert set(row) == {"seed", "source_as_is_test_accuracy", "warm_frozen"} and row["seed"] == 3
+    assert report["test_videos"] == 8 and set(report["test_accuracy"]) == {"warm_frozen"}
+    frozen = row["warm_frozen"]
+    for accuracy in (report["source"]["test_accuracy"], row["source_as_is_test_accuracy"],
+                     frozen["test_accuracy"]):
+        assert 0 <= accuracy <= 1
+    assert frozen["epochs_run"] == 2
+    # the source's body at step 0 and through the frozen epoch, batch normalisation's statistics
+    # included; trained once thawed
+    assert frozen["body_distance_at_start"] == 0
+    assert frozen["body_distance_after_epoch"][0] == 0 < frozen["body_distance_after_epoch"][1]
