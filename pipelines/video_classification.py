@@ -17,7 +17,9 @@ part and ``gather_frames`` merges them. Without a sweep one task trains; with on
 ``dsl.ParallelFor`` trains a trial per grid point on the frames extracted once (at most
 ``sweep_parallelism`` at a time), and ``select_trial`` keeps the trial of the lowest kept
 validation loss, gathered with ``dsl.Collected``: only that model is evaluated and may be
-deployed. With an init model, a ``dsl.importer`` makes it an input artifact of training.
+deployed. On Vertex AI the sweep may run as a Vizier study instead (``vizier_study``), whose kept
+trial goes on the same way. With an init model, a ``dsl.importer`` makes it an input artifact
+of training.
 
 Every task has CPU and memory requests equal to its limits (Vertex AI sizes its machine from the
 limits), as the target sets them (``pipelines.targets.RESOURCES``). The training task asks for 3
