@@ -43,7 +43,7 @@ class ReportMetric(keras.callbacks.Callback):
 
 
 def parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=" ".join(vizier.TRIAL_COMMAND[1:]), description=__doc__)
+    parser = argparse.ArgumentParser(prog=" ".join(vizier.TRIAL_COMMAND), description=__doc__)
     parser.add_argument("--frames", required=True, help="the extracted frames (gs:// or local)")
     parser.add_argument("--checkpoint-root", required=True,
                         help="the folder under which each trial checkpoints to a folder of its swept values")
@@ -54,9 +54,17 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--report-metric", action="store_true",
                         help=f"report {vizier.METRIC} after every epoch even outside a Vertex AI trial")
     for name, kind in setting_types().items():
-        parser.add_argument(f"--{name}", metavar=kind.__name__.upper(),
-                            type=lambda text, name=name, kind=kind: vizier.read_setting(name, text, kind))
+        parser.add_argument(f"--{name}", metavar=kind.__name__.upper(), type=setting(name, kind))
     return parser
+
+
+def setting(name: str, kind: type):
+    """Reads a setting's argument as ``vizier.read_setting`` does."""
+    def parse(text: str):
+        return vizier.read_setting(name, text, kind)
+
+    parse.__name__ = kind.__name__  # argparse names the type in its errors
+    return parse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -66,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = {name: getattr(args, name) for name in setting_types() if getattr(args, name) is not None}
     missing = [f"--{name}" for name in swept if name not in settings]
     if missing:
-        sys.exit(f"{' '.join(vizier.TRIAL_COMMAND[1:])}: no value for the swept {', '.join(missing)}: "
+        sys.exit(f"{' '.join(vizier.TRIAL_COMMAND)}: no value for the swept {', '.join(missing)}: "
                  "Vertex AI appends one for each parameter of the study")
     if not args.model_dir:
         sys.exit(f"no model folder: {vizier.MODEL_DIR_ENV} is not set (Vertex AI sets it for each trial); "

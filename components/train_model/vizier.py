@@ -136,7 +136,8 @@ def read_trials(folder: Path, uri: str, swept: Sequence[str]) -> list[tuple[swee
     with its swept values and model URI, its record, and its model folder. A trial that failed or
     was stopped is logged and left out."""
     found = []  # a trial's folder is named by its id, a number (the folder holds other things too)
-    trial_dirs = sorted((p for p in Path(folder).iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    listed = Path(folder).iterdir() if Path(folder).is_dir() else ()
+    trial_dirs = sorted((p for p in listed if p.name.isdigit()), key=lambda p: int(p.name))
     for trial_dir in trial_dirs:
         model_dir = trial_dir / MODEL_SUBDIR
         if not (model_dir / TRIAL_FILE).is_file() or not (model_dir / SELECTION_FILE).is_file():
