@@ -529,10 +529,11 @@ def test_end_to_end_local_run(tmp_path, kube_api, bucket):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["num_classes"] == 4 and summary["test_accuracy"] >= BETTER_THAN_CHANCE
-    fs = fsspec.filesystem("gs")
-    state = json.loads(fs.cat_file(f"{bucket}/checkpoints/demo/state.json"))
-    assert state["best"] == f"best-{summary['kept_epoch']:04d}.keras"  # the run's own checkpoints
-    assert fs.exists(f"{bucket}/checkpoints/demo/{state['best']}")
+    fs = fsspec.filesystem("gs")  # each trial checkpoints to a folder of its own
+    state = json.loads(fs.cat_file(f"{bucket}/checkpoints/demo/trial-0/state.json"))
+    assert state["best"] == f"best-{summary['kept_epoch']:04d}.keras"  # the kept trial's own checkpoints
+    assert fs.exists(f"{bucket}/checkpoints/demo/trial-0/{state['best']}")
+    assert fs.exists(f"{bucket}/checkpoints/demo/trial-1/state.json")
     assert summary["params"]["epochs"] == 14 and summary["params"]["source_url"].startswith("http://127.0.0.1:")
     with open(summary["report"]) as f:
         assert "Confusion matrix" in f.read()

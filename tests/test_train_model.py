@@ -31,31 +31,10 @@ from components.train_model.model_folder import (
 )
 from components.train_model.selection import chance, record_epoch, selection_of, training_metrics
 from components.train_model.train import train
-from tests.conftest import built_once
+from tests.conftest import CHECKPOINTED
 
 QUICK = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0)
 DATA = Path(__file__).with_name("data")
-# One epoch of the tutorial's recipe (no warm-up: patience counts from epoch 1), checkpointed.
-CHECKPOINTED = TrainConfig(epochs=1, batch_size=4, seed=0, patience=0, recipe="tutorial")
-
-
-@pytest.fixture
-def without_saved_model(monkeypatch):
-    """Skips the SavedModel export where a test looks at training alone (it takes a fifth of a
-    short training; test_training_writes_the_kept_model_and_its_metrics and the serving tests
-    check it)."""
-    monkeypatch.setattr(train_module, "export_saved_model", lambda model, path: Path(path).mkdir())
-
-
-@pytest.fixture(scope="session")
-def checkpointed(frames_dir, tmp_path_factory) -> Path:
-    """The checkpoint folder of a run of CHECKPOINTED: the state a resume starts from, which a
-    test copies rather than trains again (read-only)."""
-    out = built_once(tmp_path_factory, "checkpointed",
-                     lambda out: train(frames_dir, out / "model", CHECKPOINTED, str(out / "ckpt")))
-    return out / "ckpt"
-
-
 def test_tutorial_network_has_443322_parameters():
     assert build_model(num_classes=10, n_frames=10, height=224, width=224).count_params() == 443_322
 
