@@ -521,7 +521,7 @@ def test_end_to_end_local_run(tmp_path, kube_api, bucket):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), *LEARNABLE_DEMO,
-         "--extract-parts", "2", "--sweep", "learning_rate=0,1e-9",
+         "--extract-parts", "2", "--sweep", "learning_rate=0,1e-9", "--patience", "3",  # 1e-9 stops early
          "--checkpoint-dir", f"{bucket}/checkpoints/demo", "--deploy", "true",
          "--min-accuracy", str(BETTER_THAN_CHANCE)],
         capture_output=True, text=True, timeout=600)
