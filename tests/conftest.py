@@ -22,11 +22,16 @@ REAL_CLIPS = Path(os.environ.get("VIDEOCLF_REAL_CLIPS",
 TINY = {"n_frames": 4, "frame_step": 2, "height": 32, "width": 32}
 # The demo at a size that trains in seconds on two cores, and still learns: 24 training videos of
 # each of the 4 classes, 32 test videos; chance is 0.25, and 0.5 or more is at most a 1-in-1000 fluke.
-LEARNABLE_DEMO = ["--epochs", "14", "--train-per-class", "24", "--val-per-class", "4",
+LEARNABLE_DEMO = ["--epochs", "8", "--train-per-class", "24", "--val-per-class", "4",
                   "--test-per-class", "8", "--height", "32", "--width", "32"]
 BETTER_THAN_CHANCE = 0.5
 # One epoch of the tutorial's recipe (no warm-up: patience counts from epoch 1), checkpointed.
 CHECKPOINTED = TrainConfig(epochs=1, batch_size=4, seed=0, patience=0, recipe="tutorial")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: a worker that began one last would finish alone, long after the others."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
