@@ -184,9 +184,14 @@ def compiled_model(manifest: dict, config: TrainConfig, steps_per_epoch: int) ->
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
-    model.compile(optimizer=optimizer, metrics=["accuracy"],
+    model.compile(optimizer=optimizer, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True,
                                                             label_smoothing=recipe.label_smoothing))
+    # Without a distribution strategy, Keras creates the optimizer's and the metrics' variables
+    # while it traces the first training step (keras 3.15, keras/src/backend/tensorflow/trainer.py,
+    # _maybe_symbolic_build), and TensorFlow traces a function that created variables twice. The
+    # metric made above and the optimizer built here, the step is traced once.
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
