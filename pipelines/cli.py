@@ -15,7 +15,15 @@ from components.images import ImageError
 from components.serve_model import config as serving
 from components.storage import is_remote
 from pipelines.local_runner import RUNNERS
-from pipelines.targets import PLATFORMS, RESOURCES, SWEEP_PARALLELISM, Target, TargetError
+from pipelines.targets import (
+    PLATFORMS,
+    RESOURCES,
+    SWEEP_ENGINES,
+    SWEEP_PARALLELISM,
+    VERTEX_TRIAL_MACHINE,
+    Target,
+    TargetError,
+)
 
 PIPELINE_COMMANDS = ("compile", "run", "demo", "submit", "doctor", "batch")  # those that build a pipeline
 
@@ -83,6 +91,11 @@ def add_target_flags(parser: argparse.ArgumentParser, cluster: bool) -> None:
                             "Pipelines 2.14 or newer")
     group.add_argument("--sweep-parallelism", type=int, default=SWEEP_PARALLELISM, metavar="N",
                        help="trials trained at once, 0 for all (default: %(default)s)")
+    group.add_argument("--sweep-engine", choices=SWEEP_ENGINES, default="grid",
+                       help="grid: a trial per combination; vizier (Vertex AI only): a Vizier study that "
+                            "tries --sweep-trials of them, chosen as it learns (default: grid)")
+    group.add_argument("--sweep-trials", type=int, default=0, metavar="N",
+                       help="with --sweep-engine vizier: the study's trial budget, at most the grid's size")
     group.add_argument("--init-model", default="", metavar="URI",
                        help="start training from this model folder of an earlier run (local, gs://, s3://), "
                             "imported as an input artifact (default: random weights)")
@@ -106,6 +119,9 @@ def add_target_flags(parser: argparse.ArgumentParser, cluster: bool) -> None:
                        help="Vertex AI: with --deploy, serve on this endpoint, "
                             "projects/P/locations/L/endpoints/ID (default: the endpoint named "
                             "--deploy-name, created the first time)")
+    group.add_argument("--trial-machine-type", default="", metavar="TYPE",
+                       help=f"Vertex AI, with --sweep-engine vizier: each trial's machine, one that takes "
+                            f"--accelerator-type (default: {VERTEX_TRIAL_MACHINE}, for a T4)")
     defaults = ", ".join(f"{stage}={cpu},{memory}" for stage, (cpu, memory) in RESOURCES.items())
     group.add_argument("--resources", type=stage_resources, action="append", default=[],
                        metavar="STAGE=CPU,MEMORY",
@@ -129,7 +145,9 @@ def target_of(args: argparse.Namespace, platform: str) -> Target:
         else str(Path(args.init_model).resolve())
     return Target(platform=platform, extract_parts=args.extract_parts,
                   resources=tuple(getattr(args, "resources", ())), sweep=tuple(args.sweep),
-                  sweep_parallelism=args.sweep_parallelism, init_model=init_model, **cluster)
+                  sweep_parallelism=args.sweep_parallelism, sweep_engine=args.sweep_engine,
+                  sweep_trials=args.sweep_trials, trial_machine_type=getattr(args, "trial_machine_type", ""),
+                  init_model=init_model, **cluster)
 
 
 def add_runner_flag(parser: argparse.ArgumentParser) -> None:
@@ -159,14 +177,18 @@ def compile_command(args: argparse.Namespace) -> None:
 def run_command(args: argparse.Namespace) -> None:
     from pipelines.local_runner import print_summary, run_local
 
-    print_summary(run_local(pipeline_args(args), args.output, args.runner, target_of(args, "kubeflow")))
+    target = target_of(args, "kubeflow")  # kfp.local runs the Kubeflow form
+    target.check()
+    print_summary(run_local(pipeline_args(args), args.output, args.runner, target))
 
 
 def demo_command(args: argparse.Namespace) -> None:
     from pipelines.demo import run_demo
     from pipelines.local_runner import print_summary
 
-    print_summary(run_demo(args.output, args.runner, target_of(args, "kubeflow"), **pipeline_args(args)))
+    target = target_of(args, "kubeflow")
+    target.check()
+    print_summary(run_demo(args.output, args.runner, target, **pipeline_args(args)))
 
 
 def submit_command(args: argparse.Namespace) -> None:

@@ -14,8 +14,9 @@ Kubeflow Pipelines and Vertex AI read the same pipeline spec differently:
 - Each task's CPU and memory (``RESOURCES``, overridable per stage): requested and as the limit,
   from which Vertex AI sizes its machine.
 - A sweep (``sweep``): a ``dsl.ParallelFor`` of training tasks over a grid of settings and a step
-  that keeps one trial (on Vertex AI within its limit on collected artifacts); and a warm start
-  (``init_model``): a model folder imported as an input artifact of training.
+  that keeps one trial (on Vertex AI within its limit on collected artifacts), or on Vertex AI
+  alone a Vizier study of ``sweep_trials`` trials over the same values (``sweep_engine``); and a
+  warm start (``init_model``): a model folder imported as an input artifact of training.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ MIN_BACKEND_FAN_OUT = "2.14.0"
 VERTEX_MAX_COLLECTED_ARTIFACTS = 100
 COLLECTED_PER_TRIAL = 2
 SWEEP_PARALLELISM = 4  # trials trained at once by default (each asks for the training task's GPU)
+SWEEP_ENGINES = ("grid", "vizier")  # a ParallelFor over the grid; a Vertex AI Vizier study over its values
+# The machine of a Vizier trial (a Vertex AI custom job names one, where a pipeline task is sized
+# from its limits): 4 vCPUs and 15 GB, which a T4 (the default GPU on Vertex AI) attaches to;
+# other GPUs need their own series (an L4 a g2-standard-4, an A100 an a2-highgpu-1g).
+VERTEX_TRIAL_MACHINE = "n1-standard-4"
 
 # A Kubernetes resource name that a pod's limits accept for an extended resource: domain/name.
 K8S_RESOURCE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
@@ -123,6 +129,9 @@ class Target:
     resources: tuple[tuple[str, str, str], ...] = ()  # (stage, cpu, memory) in place of RESOURCES'
     sweep: tuple[str, ...] = ()  # NAME=V1,V2 per swept training setting: a trial per grid point
     sweep_parallelism: int = SWEEP_PARALLELISM  # trials at once; 0: all
+    sweep_engine: str = "grid"  # grid (every point, a ParallelFor) or vizier (Vertex AI: a study)
+    sweep_trials: int = 0  # vizier: the study's trial budget, at most the grid's points
+    trial_machine_type: str = ""  # vizier: each trial's machine; "": VERTEX_TRIAL_MACHINE
     init_model: str = ""  # a model folder to start training from, imported as an input artifact
 
     def check(self) -> None:
@@ -154,14 +163,26 @@ class Target:
                                   f"got {value!r}")
 
     @property
+    def sweep_values(self) -> dict[str, list]:
+        """Each swept setting's values, in the order given."""
+        from components.train_model import sweep
+
+        try:
+            return sweep.parse(self.sweep)
+        except sweep.SweepError as e:
+            raise TargetError(str(e)) from e
+
+    @property
     def grid(self) -> list[dict]:
         """The sweep's trials: each grid point's settings and name (none without a sweep)."""
         from components.train_model import sweep
 
-        try:
-            return sweep.grid(sweep.parse(self.sweep)) if self.sweep else []
-        except sweep.SweepError as e:
-            raise TargetError(str(e)) from e
+        return sweep.grid(self.sweep_values) if self.sweep else []
+
+    @property
+    def vizier(self) -> bool:
+        """Whether the sweep runs as a Vertex AI Vizier study."""
+        return self.sweep_engine == "vizier"
 
     @property
     def swept(self) -> list[str]:
@@ -174,12 +195,35 @@ class Target:
         if self.sweep_parallelism < 0:
             raise TargetError(f"--sweep-parallelism must be 0 (all at once) or more, "
                               f"got {self.sweep_parallelism}")
+        if self.sweep_engine not in SWEEP_ENGINES:
+            raise TargetError(f"--sweep-engine must be one of {', '.join(SWEEP_ENGINES)}, "
+                              f"got {self.sweep_engine!r}")
+        if self.vizier:
+            self.check_vizier(trials)
+            return
+        for flag, value in (("--sweep-trials", self.sweep_trials),
+                            ("--trial-machine-type", self.trial_machine_type)):
+            if value:
+                raise TargetError(f"{flag} is for --sweep-engine vizier: the grid trains every point")
         most = VERTEX_MAX_COLLECTED_ARTIFACTS // COLLECTED_PER_TRIAL
         if self.platform == "vertex" and trials > most:
             raise TargetError(
                 f"the sweep has {trials} trials, but Vertex AI gathers at most "
                 f"{VERTEX_MAX_COLLECTED_ARTIFACTS} artifacts into one task ({COLLECTED_PER_TRIAL} a trial: "
                 f"at most {most} trials): sweep fewer values")
+
+    def check_vizier(self, points: int) -> None:
+        """Refuses a Vizier study that Vertex AI could not run, or would run for nothing."""
+        if self.platform != "vertex":
+            raise TargetError("--sweep-engine vizier runs only on Vertex AI (a hyperparameter tuning job): "
+                              "compile with --target vertex or submit with --vertex; a local run and "
+                              "Kubeflow train the grid (--sweep-engine grid)")
+        if not points:
+            raise TargetError("--sweep-engine vizier searches the values of --sweep NAME=V1,V2: give one")
+        if not 1 <= self.sweep_trials <= points:
+            raise TargetError(f"--sweep-engine vizier needs --sweep-trials N, the study's trial budget, "
+                              f"from 1 to the grid's {points} points (more would train settings again), "
+                              f"got {self.sweep_trials}")
 
     def check_swept(self, params: dict) -> None:
         """Refuses a run parameter that the sweep sets in each trial."""
@@ -239,6 +283,11 @@ class Target:
         """The training task's ``backoff_max_duration``: TRAIN_RETRY_WINDOW on Kubeflow, else the
         SDK's default."""
         return TRAIN_RETRY_WINDOW if self.platform == "kubeflow" else None
+
+    @property
+    def parallel_trials(self) -> int:
+        """A Vizier study's trials at once: ``sweep_parallelism``, at most the budget (0: all)."""
+        return min(self.sweep_parallelism or self.sweep_trials, self.sweep_trials)
 
     @property
     def min_backend(self) -> str:

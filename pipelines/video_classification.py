@@ -17,7 +17,9 @@ part and ``gather_frames`` merges them. Without a sweep one task trains; with on
 ``dsl.ParallelFor`` trains a trial per grid point on the frames extracted once (at most
 ``sweep_parallelism`` at a time), and ``select_trial`` keeps the trial of the lowest kept
 validation loss, gathered with ``dsl.Collected``: only that model is evaluated and may be
-deployed. With an init model, a ``dsl.importer`` makes it an input artifact of training.
+deployed. On Vertex AI the sweep may run as a Vizier study instead (``vizier_study``), whose kept
+trial goes on the same way. With an init model, a ``dsl.importer`` makes it an input artifact
+of training.
 
 Every task has CPU and memory requests equal to its limits (Vertex AI sizes its machine from the
 limits), as the target sets them (``pipelines.targets.RESOURCES``). The training task asks for 3
@@ -60,9 +62,14 @@ from components.extract_frames.config import MAX_FAILED_FRACTION, ClipSpec
 from components.serve_model import config as serving
 from components.serve_model.component import deploy_model
 from components.storage import S3_SECRET_KEYS
-from components.train_model.component import select_trial, train_model
+from components.train_model.component import (
+    select_trial,
+    select_vizier_trial,
+    train_model,
+    vizier_trial_spec,
+)
 from components.train_model.config import TrainConfig
-from pipelines.targets import CHECKPOINT_MOUNT, DEFAULT_TARGET, Target, TargetError
+from pipelines.targets import CHECKPOINT_MOUNT, DEFAULT_TARGET, VERTEX_TRIAL_MACHINE, Target, TargetError
 
 PIPELINE_NAME = "video-action-classification"
 DESCRIPTION = "Action recognition on a UCF101 subset with a (2+1)D ResNet."
@@ -210,7 +217,10 @@ def build_pipeline(target: Target = DEFAULT_TARGET, image_names: dict[str, str] 
                     kubernetes.mount_pvc(train, pvc_name=target.checkpoint_pvc, mount_path=CHECKPOINT_MOUNT)
             return train
 
-        if grid:
+        if grid and target.vizier:
+            trained = vizier_study(frames, settings, checkpoint_dir, accelerator_type, accelerator_count,
+                                   image_names, target, place)
+        elif grid:
             with dsl.ParallelFor(items=grid, parallelism=target.sweep_parallelism, name="sweep") as point:
                 train = train_task(**{**settings, **loop_settings(point, swept)}, trial=point.trial)
                 # The GPU's placeholders name pipeline parameters that the SDK does not pass into a
@@ -269,6 +279,66 @@ def loop_settings(point: PipelineChannel, swept: list[str]) -> dict[str, Pipelin
         channels[name] = getattr(point, name)
         channels[name].channel_type = kfp_types[setting_types()[name]]
     return channels
+
+
+def vizier_study(frames: PipelineChannel, settings: dict, checkpoint_dir: PipelineChannel,
+                 accelerator_type: PipelineChannel, accelerator_count: PipelineChannel,
+                 image_names: dict[str, str], target: Target, place) -> PipelineTask:
+    """The sweep as a Vertex AI Vizier study, with google-cloud-pipeline-components 2.22.0's
+    ``HyperparameterTuningJobRunOp`` (``v1/hyperparameter_tuning_job/component.py``): a study
+    minimising the kept validation loss over a discrete (numbers) or categorical (text, true or
+    false) parameter per swept setting with its listed values, ``target.sweep_trials`` trials,
+    ``target.parallel_trials`` at once, each the trainer image's trial command on a machine of
+    ``target.trial_machine_type`` with the run's GPU (``vizier_trial_spec``). Then
+    ``select_vizier_trial`` keeps the trial of the lowest kept validation loss from the model folders
+    the trials wrote: its outputs are ``select_trial``'s.
+
+    GCPC 2.x has no step that reads a tuning job's trials back: its ``GetTrialsOp``,
+    ``GetBestTrialOp`` and ``GetBestHyperparametersOp`` were in ``experimental`` (1.0.x), which
+    2.0.0 dropped (``experimental/hyperparameter_tuning_job/utils.py``, removed by
+    kubeflow/pipelines e2b4afb96e), and returned the best trial's values, not its model."""
+    try:
+        from google.cloud.aiplatform import hyperparameter_tuning as hpt
+        from google_cloud_pipeline_components import _placeholders
+        from google_cloud_pipeline_components.v1.hyperparameter_tuning_job import (
+            HyperparameterTuningJobRunOp,
+            serialize_metrics,
+            serialize_parameters,
+        )
+
+        from components.train_model import vizier
+    except ImportError as e:
+        raise TargetError("compiling a Vizier study needs google-cloud-pipeline-components: "
+                          "pip install 'videoclf[vertex]'") from e
+
+    def parameter(values: list) -> hpt._ParameterSpec:
+        """Numbers as a discrete parameter (on a log scale where all are above 0, as learning rates
+        and widths are compared), text and true or false as a categorical one."""
+        if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+            return hpt.DiscreteParameterSpec(values=sorted(float(v) for v in values),
+                                             scale="log" if min(values) > 0 else "linear")
+        return hpt.CategoricalParameterSpec(values=[vizier.value_text(v) for v in values])
+
+    study = {"metrics": serialize_metrics({vizier.METRIC: "minimize"}),
+             "parameters": serialize_parameters({name: parameter(values)
+                                                 for name, values in target.sweep_values.items()}),
+             "max_trial_count": target.sweep_trials, "parallel_trial_count": target.parallel_trials}
+    swept = list(target.sweep_values)
+    spec = place(vizier_trial_spec(
+        frames=frames, **settings, checkpoint_dir=checkpoint_dir, swept=swept,
+        trainer_image=image_names["trainer"], machine_type=target.trial_machine_type or VERTEX_TRIAL_MACHINE,
+        accelerator_type=accelerator_type, accelerator_count=accelerator_count, study=study), "select")
+    # The project and region of the run (GCPC's default location is us-central1), and its service
+    # account, which the trials run as: they read the run's frames and write to its bucket.
+    tuning = HyperparameterTuningJobRunOp(
+        display_name=f"{PIPELINE_NAME}-sweep", base_output_directory=spec.outputs["base_output_directory"],
+        worker_pool_specs=spec.outputs["worker_pool_specs"], study_spec_metrics=study["metrics"],
+        study_spec_parameters=study["parameters"], max_trial_count=study["max_trial_count"],
+        parallel_trial_count=study["parallel_trial_count"],
+        project=_placeholders.PROJECT_ID_PLACEHOLDER, location=_placeholders.LOCATION_PLACEHOLDER,
+        service_account=_placeholders.SERVICE_ACCOUNT_PLACEHOLDER)
+    return place(select_vizier_trial(frames=frames, trials_folder=spec.outputs["trials_folder"],
+                                     tuning_job=tuning.outputs["gcp_resources"], swept=swept), "select")
 
 
 def deploy_on_vertex(model: PipelineChannel, name: PipelineChannel, image_names: dict[str, str],

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from components.train_model.config import TrainConfig
 from pipelines.demo_data import make_demo_zip
 from pipelines.range_server import serve_directory
 
@@ -21,9 +22,16 @@ REAL_CLIPS = Path(os.environ.get("VIDEOCLF_REAL_CLIPS",
 TINY = {"n_frames": 4, "frame_step": 2, "height": 32, "width": 32}
 # The demo at a size that trains in seconds on two cores, and still learns: 24 training videos of
 # each of the 4 classes, 32 test videos; chance is 0.25, and 0.5 or more is at most a 1-in-1000 fluke.
-LEARNABLE_DEMO = ["--epochs", "14", "--train-per-class", "24", "--val-per-class", "4",
+LEARNABLE_DEMO = ["--epochs", "8", "--train-per-class", "24", "--val-per-class", "4",
                   "--test-per-class", "8", "--height", "32", "--width", "32"]
 BETTER_THAN_CHANCE = 0.5
+# One epoch of the tutorial's recipe (no warm-up: patience counts from epoch 1), checkpointed.
+CHECKPOINTED = TrainConfig(epochs=1, batch_size=4, seed=0, patience=0, recipe="tutorial")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: a worker that began one last would finish alone, long after the others."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture(scope="session")
@@ -140,6 +148,27 @@ def built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Pa
             build(folder)
             done.touch()
     return folder
+
+
+@pytest.fixture
+def without_saved_model(monkeypatch):
+    """Skips the SavedModel export where a test looks at training alone (it takes a fifth of a
+    short training; test_training_writes_the_kept_model_and_its_metrics and the serving tests
+    check it)."""
+    from components.train_model import train as train_module
+
+    monkeypatch.setattr(train_module, "export_saved_model", lambda model, path: Path(path).mkdir())
+
+
+@pytest.fixture(scope="session")
+def checkpointed(frames_dir, tmp_path_factory) -> Path:
+    """The checkpoint folder of a run of CHECKPOINTED: the state a resume starts from, which a
+    test copies rather than trains again (read-only)."""
+    from components.train_model.train import train
+
+    out = built_once(tmp_path_factory, "checkpointed",
+                     lambda out: train(frames_dir, out / "model", CHECKPOINTED, str(out / "ckpt")))
+    return out / "ckpt"
 
 
 @pytest.fixture(scope="session")

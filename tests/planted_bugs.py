@@ -72,6 +72,13 @@ BUGS = [
     Bug("bucket folders: the listing's prefix cut a character short", "components/download_subset/sources.py",
         'prefix = path.rstrip("/") + "/"', 'prefix = path.rstrip("/")',
         (SOURCES, "tests/test_download_subset.py")),
+    Bug("a Vizier study that maximises the validation loss", "pipelines/video_classification.py",
+        'serialize_metrics({vizier.METRIC: "minimize"})', 'serialize_metrics({vizier.METRIC: "maximize"})',
+        ("tests/test_vizier.py::test_a_vizier_sweep_compiles_to_a_tuning_job_whose_kept_trial_alone_is_evaluated",)),
+    Bug("a Vizier trial that reports the last epoch's validation loss", "components/train_model/trial.py",
+        "self.metric.report(logs[vizier.METRIC], epoch + 1)",
+        'self.metric.report(logs["val_loss"], epoch + 1)',
+        ("tests/test_vizier.py::test_a_trial_runs_as_vertex_ai_runs_it_and_reports_the_kept_validation_loss",)),
 ]
 
 

@@ -141,6 +141,7 @@ def test_a_run_again_skips_what_was_written_cuts_a_half_line_and_retries_failure
     assert_same_top(lines[-1]["top"], lines[0]["top"])
 
 
+@pytest.mark.slow
 def test_predict_killed_midway_then_run_again_answers_every_video_once(model_dir, real_clips, tmp_path):
     """``videoclf predict --output`` and its decoding processes killed (SIGKILL, as a node that
     goes away) once it has written some lines; the same command again writes the rest."""
@@ -361,6 +362,7 @@ def test_a_shard_answers_its_slice_of_the_listing_by_the_names_listed(model_dir,
     assert_same_top(line["top"], predict_videos(model_dir, [path], top_k=2, workers=1)[0]["top"])
 
 
+@pytest.mark.slow
 def test_the_batch_pipeline_labels_real_clips_in_kfp_local(model_dir, real_clips, tmp_path):
     """``videoclf batch`` on the real clips, 4 a shard: two pods' worth, gathered in order."""
     result = subprocess.run([sys.executable, "-m", "pipelines.cli", "batch", "--output", str(tmp_path),

@@ -1,20 +1,37 @@
 """The benchmark scripts run, at a tiny size, and report what they promise."""
 
+import contextlib
+import io
 import json
 import math
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
+
+import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def run_benchmark(script: str, *args: str, **env: str) -> dict:
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True,
-                            text=True, timeout=600, env={**os.environ, **env})
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    """The JSON report that ``script`` prints last, run with ``args``: in this process (the
+    script's main(), so TensorFlow is imported once and the extractor's worker processes do not
+    import the script again), or, given an ``env`` (another Keras backend), in a process of its own."""
+    if env:
+        result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True,
+                                text=True, timeout=600, env={**os.environ, **env})
+        assert result.returncode == 0, result.stderr[-3000:]
+        stdout = result.stdout
+    else:
+        printed = io.StringIO()
+        with (mock.patch.object(sys, "path", [str(BENCHMARKS), *sys.path]),
+              mock.patch.object(sys, "argv", [script, *args]), contextlib.redirect_stdout(printed)):
+            runpy.run_path(str(BENCHMARKS / script), run_name=f"benchmark_{Path(script).stem}")["main"]()
+        stdout = printed.getvalue()
+    return json.loads(stdout.strip().splitlines()[-1])
 
 
 def test_the_extraction_benchmark_extracts_the_same_clips_both_ways(real_clips):
@@ -34,6 +51,7 @@ def test_the_input_pipeline_benchmark_delivers_the_same_clips_both_ways():
     assert baseline["clip_shape"] == ours["clip_shape"] == [4, 32, 32, 3]
 
 
+@pytest.mark.slow
 def test_the_epoch_benchmark_trains_on_the_same_clips_both_ways():
     report = run_benchmark("train_epoch.py", "--videos-per-class", "4", "--frames", "4", "--size", "32",
                            "--epochs", "2", "--repeats", "1")
@@ -47,27 +65,28 @@ def test_the_step_benchmark_runs_both_forms_of_the_same_network():
     assert report["logits_shape"] == [8, 4] and report["max_logit_difference"] < 1e-4
 
 
+@pytest.mark.slow
 def test_the_recipe_benchmark_scores_every_recipe_on_the_same_test_videos():
-    report = run_benchmark("recipes.py", "--sets", "easy", "--epochs", "2", "--train-per-class", "4",
+    report = run_benchmark("recipes.py", "--sets", "easy", "--epochs", "1", "--train-per-class", "4",
                            "--val-per-class", "2", "--test-per-class", "3")
     rows = report["results"]
     assert [(r["set"], r["recipe"]) for r in rows] == [("easy", "tutorial"), ("easy", "videoclf")]
     for row in rows:
-        assert [e["epoch"] for e in row["epochs"]] == [1, 2]
+        assert [e["epoch"] for e in row["epochs"]] == [1]
         assert all(e["test_videos"] == 12 and e["cpu_minutes"] > 0 for e in row["epochs"])
         assert set(row["frame_order"]) >= {"reversed", "shuffled", "ignores_motion"}
 
 
+@pytest.mark.slow
 def test_gpu_train_step_runs_under_the_jax_backend_on_a_cpu():
     report = run_benchmark("gpu_train_step.py", "--frames", "4", "--size", "32", "--batches", "2",
-                           "--precisions", "float32", "mixed_bfloat16", "--steps", "2", "--repeats", "1",
+                           "--precisions", "mixed_bfloat16", "--steps", "2", "--repeats", "1",
                            KERAS_BACKEND="jax")
     assert report["backend"] == "jax" and report["devices"] == ["cpu:0"]
-    fp32, bf16 = report["results"]  # the same clips, computed in each precision, float32 logits
-    assert fp32["clips_timed"] == bf16["clips_timed"] == 2 * 2
-    assert (fp32["compute_dtype"], bf16["compute_dtype"]) == ("float32", "bfloat16")
-    assert fp32["logits_dtype"] == bf16["logits_dtype"] == "float32"
-    assert all(math.isfinite(r["final_loss"]) for r in report["results"])
+    [bf16] = report["results"]
+    assert bf16["clips_timed"] == 2 * 2
+    assert (bf16["compute_dtype"], bf16["logits_dtype"]) == ("bfloat16", "float32")  # float32 logits
+    assert math.isfinite(bf16["final_loss"])
 
 
 def test_a_long_video_benchmark_reads_the_same_clips_both_ways():
@@ -79,6 +98,7 @@ def test_a_long_video_benchmark_reads_the_same_clips_both_ways():
             assert row["same_clips"] and row["clips_shape"] == [clips, 10, 224, 224, 3]
 
 
+@pytest.mark.slow
 def test_the_serving_benchmark_times_both_sides_on_the_same_answers(real_clips):
     clip = real_clips["mpeg4_320x240_25fps_164f.avi"]
     report = run_benchmark("serve.py", "--requests", "2", "--size", "32", "--seconds", "1",

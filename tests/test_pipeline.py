@@ -13,6 +13,8 @@ from pipelines.targets import CHECKPOINT_MOUNT, RESOURCES, Target
 from pipelines.video_classification import COMPILED_YAML, all_tasks, compile_pipeline
 from tests.conftest import BETTER_THAN_CHANCE, LEARNABLE_DEMO
 
+DEMO_EPOCHS = int(LEARNABLE_DEMO[LEARNABLE_DEMO.index("--epochs") + 1])
+
 STAGES = ["download-subset", "extract-frames", "train-model", "evaluate-model"]
 TASK_STAGES = {"download-subset": "download", "extract-frames": "extract", "train-model": "train",
                "evaluate-model": "evaluate"}
@@ -503,6 +505,7 @@ def test_cli_compile_writes_the_same_yaml(tmp_path):
     assert out.read_text() == COMPILED_YAML.read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["gs"], indirect=True)
 def test_end_to_end_local_run(tmp_path, kube_api, bucket):
     """The whole pipeline under kfp.local, through the CLI, at a tiny size, its checkpoints in
@@ -521,7 +524,7 @@ def test_end_to_end_local_run(tmp_path, kube_api, bucket):
     out = tmp_path / "run"
     result = subprocess.run(
         [sys.executable, "-m", "pipelines.cli", "demo", "--output", str(out), *LEARNABLE_DEMO,
-         "--extract-parts", "2", "--sweep", "learning_rate=0,1e-9",
+         "--extract-parts", "2", "--sweep", "learning_rate=0,1e-9", "--patience", "3",  # 1e-9 stops early
          "--checkpoint-dir", f"{bucket}/checkpoints/demo", "--deploy", "true",
          "--min-accuracy", str(BETTER_THAN_CHANCE)],
         capture_output=True, text=True, timeout=600)
@@ -529,11 +532,12 @@ def test_end_to_end_local_run(tmp_path, kube_api, bucket):
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary == json.loads((out / "summary.json").read_text())
     assert summary["num_classes"] == 4 and summary["test_accuracy"] >= BETTER_THAN_CHANCE
-    fs = fsspec.filesystem("gs")
-    state = json.loads(fs.cat_file(f"{bucket}/checkpoints/demo/state.json"))
-    assert state["best"] == f"best-{summary['kept_epoch']:04d}.keras"  # the run's own checkpoints
-    assert fs.exists(f"{bucket}/checkpoints/demo/{state['best']}")
-    assert summary["params"]["epochs"] == 14 and summary["params"]["source_url"].startswith("http://127.0.0.1:")
+    fs = fsspec.filesystem("gs")  # each trial checkpoints to a folder of its own
+    state = json.loads(fs.cat_file(f"{bucket}/checkpoints/demo/trial-0/state.json"))
+    assert state["best"] == f"best-{summary['kept_epoch']:04d}.keras"  # the kept trial's own checkpoints
+    assert fs.exists(f"{bucket}/checkpoints/demo/trial-0/{state['best']}")
+    assert fs.exists(f"{bucket}/checkpoints/demo/trial-1/state.json")
+    assert summary["params"]["epochs"] == DEMO_EPOCHS and summary["params"]["source_url"].startswith("http://127.0.0.1:")
     with open(summary["report"]) as f:
         assert "Confusion matrix" in f.read()
     with open(summary["confusion_matrix"], "rb") as f:
@@ -563,7 +567,7 @@ def test_end_to_end_local_run(tmp_path, kube_api, bucket):
     # Lineage: every artifact names its producer, parameters, inputs and content hash.
     outputs = json.loads((trial_0 / "executor_output.json").read_text())
     meta = outputs["artifacts"]["model"]["artifacts"][0]["metadata"]
-    assert meta["producer"] == "train_model" and meta["parameters"]["epochs"] == 14
+    assert meta["producer"] == "train_model" and meta["parameters"]["epochs"] == DEMO_EPOCHS
     assert meta["inputs"] == {"frames": str(run_dir / "gather-frames" / "frames")}
     assert meta["sha256"] == file_sha256(trial_0 / "model" / "model.keras")
     lineage = subprocess.run([sys.executable, "-c", CORE_ONLY + "main()", "lineage", str(run_dir)],
@@ -591,6 +595,7 @@ def test_end_to_end_local_run(tmp_path, kube_api, bucket):
     assert container["args"][:2] == ["--model", str(Path(summary["model"]).parent)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bucket", ["s3"], indirect=True)
 def test_a_run_reads_its_source_and_keeps_its_checkpoints_in_a_bucket(bucket, demo_zip, model_dir, tmp_path,
                                                                       kube_api):

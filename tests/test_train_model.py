@@ -31,31 +31,10 @@ from components.train_model.model_folder import (
 )
 from components.train_model.selection import chance, record_epoch, selection_of, training_metrics
 from components.train_model.train import train
-from tests.conftest import built_once
+from tests.conftest import CHECKPOINTED
 
 QUICK = TrainConfig(epochs=2, batch_size=4, seed=0, patience=0)
 DATA = Path(__file__).with_name("data")
-# One epoch of the tutorial's recipe (no warm-up: patience counts from epoch 1), checkpointed.
-CHECKPOINTED = TrainConfig(epochs=1, batch_size=4, seed=0, patience=0, recipe="tutorial")
-
-
-@pytest.fixture
-def without_saved_model(monkeypatch):
-    """Skips the SavedModel export where a test looks at training alone (it takes a fifth of a
-    short training; test_training_writes_the_kept_model_and_its_metrics and the serving tests
-    check it)."""
-    monkeypatch.setattr(train_module, "export_saved_model", lambda model, path: Path(path).mkdir())
-
-
-@pytest.fixture(scope="session")
-def checkpointed(frames_dir, tmp_path_factory) -> Path:
-    """The checkpoint folder of a run of CHECKPOINTED: the state a resume starts from, which a
-    test copies rather than trains again (read-only)."""
-    out = built_once(tmp_path_factory, "checkpointed",
-                     lambda out: train(frames_dir, out / "model", CHECKPOINTED, str(out / "ckpt")))
-    return out / "ckpt"
-
-
 def test_tutorial_network_has_443322_parameters():
     assert build_model(num_classes=10, n_frames=10, height=224, width=224).count_params() == 443_322
 
@@ -295,6 +274,7 @@ train(sys.argv[1], sys.argv[2], TrainConfig(epochs=2, batch_size=4, seed=0, pati
 """
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("without_saved_model")
 def test_a_killed_training_resumes_and_ends_with_all_epochs(frames_dir, tmp_path, caplog):
     checkpoint_dir = tmp_path / "ckpt"
@@ -318,6 +298,10 @@ def test_a_killed_training_resumes_and_ends_with_all_epochs(frames_dir, tmp_path
     assert all(len(values) == 2 for values in result.history.values())
     kept = {p.name for p in checkpoint_dir.iterdir()}
     assert kept == {STATE_FILE, "epoch-0002.keras", f"best-{result.metrics['kept_epoch']:04d}.keras"}
+
+
+class LoadedError(Exception):
+    """Ends a resumed run once its checkpoint is loaded."""
 
 
 def snapshot(model: keras.Model) -> tuple[list, list, int]:
@@ -344,15 +328,17 @@ def test_a_resumed_run_starts_from_the_weights_and_optimizer_state_it_saved(fram
     def load_and_snapshot(self, name):
         model = load(self, name)
         loaded.append((snapshot(model), model.optimizer, int(model.optimizer.iterations)))
-        return model
+        raise LoadedError  # what the resumed run starts from is known: no need to train it
 
     monkeypatch.setattr(train_module.EpochEnd, "on_epoch_end", end_and_snapshot)
     monkeypatch.setattr(Checkpoints, "load_model", load_and_snapshot)
     config = TrainConfig(epochs=1, batch_size=4, seed=0, patience=0, precision="mixed_float16")
     train(frames_dir, tmp_path / "a", config, str(tmp_path / "ckpt"))
-    train(frames_dir, tmp_path / "b", TrainConfig(**{**config.__dict__, "epochs": 2}), str(tmp_path / "ckpt"))
+    resumed = TrainConfig(**{**config.__dict__, "epochs": 2})
+    with pytest.raises(LoadedError):
+        train(frames_dir, tmp_path / "b", resumed, str(tmp_path / "ckpt"))
     [((weights, optimizer_state, trained), optimizer, iterations)] = loaded
-    [saved_weights, saved_optimizer_state, _], _ = ends
+    [(saved_weights, saved_optimizer_state, _)] = ends
     assert len(weights) == len(saved_weights) and all(map(np.array_equal, weights, saved_weights))
     assert len(optimizer_state) == len(saved_optimizer_state) > 2 * trained  # two moments of each
     assert all(map(np.array_equal, optimizer_state, saved_optimizer_state))
@@ -384,29 +370,28 @@ def test_a_checkpoint_of_other_settings_is_refused(frames_dir, checkpointed, tmp
         train(frames_dir, tmp_path / "b", other, str(checkpointed))
 
 
+@pytest.mark.usefixtures("without_saved_model")
 def test_training_checkpoints_to_a_folder_of_the_run_on_a_mounted_volume(frames_dir, tmp_path):
     """The training component, as compiled with --checkpoint-pvc: with no checkpoint_dir, its
-    checkpoints go to <volume>/<run id>, where a retried pod of the same run finds them."""
-    from kfp import dsl, local
+    checkpoints go to <volume>/<run id>, where a retried pod of the same run finds them (that
+    run_id is the run's uuid placeholder is a test of the compiled YAML in test_pipeline.py)."""
+    from kfp import dsl
 
     from components.train_model.component import train_model
 
-    volume = tmp_path / "volume"
+    volume, out = tmp_path / "volume", tmp_path / "outputs"
     volume.mkdir()
-
-    @dsl.pipeline
-    def train_on_volume():
-        frames = dsl.importer(artifact_uri=str(frames_dir), artifact_class=dsl.Dataset)
-        train_model(frames=frames.output, epochs=1, batch_size=4, recipe="tutorial", learning_rate=0.0,
-                    seed=0,
-                    random_flip=False, base_filters=16, blocks_per_stage=1, precision="auto", patience=0,
-                    checkpoint_dir="", checkpoint_volume=str(volume), run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"),
-               raise_on_error=True)
-    train_on_volume()
-    [run] = volume.iterdir()
-    assert len(run.name) >= 8 and json.loads((run / STATE_FILE).read_text())["epoch"] == 1
+    out.mkdir()
+    outputs = {name: kind(uri=str(out / name)) for name, kind in (
+        ("model", dsl.Model), ("metrics", dsl.Metrics), ("learning_curves", dsl.HTML),
+        ("tensorboard", dsl.Artifact))}
+    train_model.python_func(
+        frames=dsl.Dataset(uri=str(frames_dir)), epochs=1, batch_size=4, recipe="tutorial", learning_rate=0.0,
+        seed=0, random_flip=False, base_filters=16, blocks_per_stage=1, precision="auto", patience=0,
+        checkpoint_dir="", checkpoint_volume=str(volume), run_id="run-8f14e45f", **outputs)
+    assert [p.name for p in volume.iterdir()] == ["run-8f14e45f"]
+    assert json.loads((volume / "run-8f14e45f" / STATE_FILE).read_text())["epoch"] == 1
+    assert outputs["model"].metadata["parameters"]["checkpoint_dir"] == f"{volume}/run-8f14e45f"
 
 
 @pytest.mark.usefixtures("without_saved_model")

@@ -14,6 +14,7 @@ from components.train_model.checkpoints import CheckpointMismatchError
 from components.train_model.config import TrainConfig
 from components.train_model.model_folder import CLASSES_FILE, MODEL_FILE, SAMPLING_FILE
 from components.train_model.train import train
+from tests.conftest import CHECKPOINTED
 
 ONE_EPOCH = TrainConfig(epochs=1, batch_size=4, seed=1, patience=0)
 
@@ -44,6 +45,26 @@ class Snapshots(keras.callbacks.Callback):
         self.after_epoch.append(self.layers())
 
 
+class StoppedAtStep0Error(Exception):
+    """Raised by AtStep0 once it has the weights: the rest of the training is not needed."""
+
+
+class AtStep0(Snapshots):
+    """Every layer's weights before the first step; then the training ends (raises StoppedAtStep0Error)."""
+
+    def on_train_batch_begin(self, batch, logs=None):
+        super().on_train_batch_begin(batch, logs)
+        raise StoppedAtStep0Error
+
+
+def weights_at_step_0(frames_dir: Path, model_dir: Path, **init) -> list[list[np.ndarray]]:
+    """The weights a training on ``frames_dir`` starts from (given ``init_model``, warm)."""
+    at_start = AtStep0()
+    with pytest.raises(StoppedAtStep0Error):
+        train(frames_dir, model_dir, ONE_EPOCH, callbacks=[at_start], **init)
+    return at_start.at_start
+
+
 def same(a: list[list[np.ndarray]], b: list[list[np.ndarray]]) -> bool:
     return len(a) == len(b) and all(len(x) == len(y) and all(map(np.array_equal, x, y))
                                     for x, y in zip(a, b, strict=False))
@@ -59,10 +80,9 @@ def frames_with_classes(frames_dir: Path, folder: Path, classes: list[str]) -> P
 
 def test_at_step_0_the_body_and_head_are_the_init_models_when_the_classes_are_the_same(
         frames_dir, model_dir, tmp_path):
-    snapshots = Snapshots()
-    train(frames_dir, tmp_path / "model", ONE_EPOCH, callbacks=[snapshots], init_model=str(model_dir))
-    assert same(snapshots.at_start, source_weights(model_dir))  # head included
-    assert not same(snapshots.after_epoch[0], snapshots.at_start)  # and then it trains
+    warm = weights_at_step_0(frames_dir, tmp_path / "warm", init_model=str(model_dir))
+    assert same(warm, source_weights(model_dir))  # head included
+    assert not same(weights_at_step_0(frames_dir, tmp_path / "scratch"), warm)
 
 
 def test_the_head_is_new_when_the_classes_differ(frames_dir, model_dir, tmp_path):
@@ -70,26 +90,26 @@ def test_the_head_is_new_when_the_classes_differ(frames_dir, model_dir, tmp_path
     scratch with the same seed starts with."""
     classes = json.loads((Path(model_dir) / CLASSES_FILE).read_text())
     reordered = frames_with_classes(frames_dir, tmp_path / "frames", classes[::-1])
-    warm, scratch = Snapshots(), Snapshots()
-    train(reordered, tmp_path / "warm", ONE_EPOCH, callbacks=[warm], init_model=str(model_dir))
-    train(reordered, tmp_path / "scratch", ONE_EPOCH, callbacks=[scratch])
+    warm = weights_at_step_0(reordered, tmp_path / "warm", init_model=str(model_dir))
+    scratch = weights_at_step_0(reordered, tmp_path / "scratch")
     source = source_weights(model_dir)
-    assert same(warm.at_start[:-1], source[:-1])
-    assert same(warm.at_start[-1:], scratch.at_start[-1:])
-    assert not same(warm.at_start[-1:], source[-1:])
+    assert same(warm[:-1], source[:-1])
+    assert same(warm[-1:], scratch[-1:])
+    assert not same(warm[-1:], source[-1:])
 
 
+@pytest.mark.usefixtures("without_saved_model")
 def test_frozen_layers_do_not_change_during_the_frozen_epochs(frames_dir, model_dir, tmp_path):
-    """Two frozen epochs (saved, and the run resumed after them), then one that trains it all."""
-    config = TrainConfig(epochs=2, batch_size=4, seed=1, patience=0, freeze_epochs=2)
+    """A frozen epoch (saved, and the run resumed after it), then one that trains it all."""
+    config = TrainConfig(epochs=1, batch_size=4, seed=1, patience=0, freeze_epochs=1)
     frozen, thawed = Snapshots(), Snapshots()
     checkpoints = str(tmp_path / "checkpoints")
     train(frames_dir, tmp_path / "model", config, checkpoints, callbacks=[frozen], init_model=str(model_dir))
     source = source_weights(model_dir)
-    for epoch in frozen.after_epoch:
-        assert same(epoch[:-1], source[:-1])  # weights and batch normalisation statistics
-        assert not same(epoch[-1:], source[-1:])  # the head learns
-    train(frames_dir, tmp_path / "model", TrainConfig(**{**config.__dict__, "epochs": 3}), checkpoints,
+    [epoch] = frozen.after_epoch
+    assert same(epoch[:-1], source[:-1])  # weights and batch normalisation statistics
+    assert not same(epoch[-1:], source[-1:])  # the head learns
+    train(frames_dir, tmp_path / "model", TrainConfig(**{**config.__dict__, "epochs": 2}), checkpoints,
           callbacks=[thawed], init_model=str(model_dir))
     assert len(thawed.after_epoch) == 1 and not same(thawed.after_epoch[0][:-1], source[:-1])
 
@@ -106,12 +126,11 @@ def test_after_the_frozen_epochs_the_rate_is_lowered():
     assert warm_start.learning_rate(cosine, 0, 5) is cosine
 
 
-def test_a_resume_never_mixes_two_starts(frames_dir, model_dir, tmp_path):
-    checkpoints = str(tmp_path / "checkpoints")
-    train(frames_dir, tmp_path / "scratch", ONE_EPOCH, checkpoints)
-    two = TrainConfig(**{**ONE_EPOCH.__dict__, "epochs": 2})
-    with pytest.raises(CheckpointMismatchError, match="init_model"):
-        train(frames_dir, tmp_path / "warm", two, checkpoints, init_model=str(model_dir))
+def test_a_resume_never_mixes_two_starts(frames_dir, model_dir, checkpointed, tmp_path):
+    """A checkpoint of a run from scratch, resumed with the same settings from an init model."""
+    two = TrainConfig(**{**CHECKPOINTED.__dict__, "epochs": 2})
+    with pytest.raises(CheckpointMismatchError, match=r"ckpt holds a training run with other init_model:"):
+        train(frames_dir, tmp_path / "warm", two, str(checkpointed), init_model=str(model_dir))
 
 
 def test_a_model_of_other_clips_is_refused_naming_both(videos_dir, model_dir, tmp_path):

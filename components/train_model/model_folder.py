@@ -5,7 +5,9 @@ which ``load_model`` does); ``saved_model/`` the same as a TensorFlow SavedModel
 ``classes.json`` the class of each logit; ``history.json`` the metrics of every epoch;
 ``selection.json`` which epoch was kept and whether its score could be chance; ``sampling.json``
 how clips were sampled, so that new videos are sampled as the test videos were; ``trials.json``,
-in the model a sweep kept, every trial's settings and scores (``sweep.record``).
+in the model a sweep kept, every trial's settings and scores (``sweep.record``); ``trial.json``,
+in a trial of a Vertex AI Vizier study, its id, settings and training metrics, written last
+(``components.train_model.trial``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ HISTORY_FILE = "history.json"
 SELECTION_FILE = "selection.json"
 SAMPLING_FILE = "sampling.json"
 TRIALS_FILE = "trials.json"
+TRIAL_FILE = "trial.json"
 # What prediction needs to sample a video as the training videos were: the frame shape, the
 # step in frames or the seconds a clip covers, the training videos' frame rate, and how many
 # evenly spaced clips a test video had.

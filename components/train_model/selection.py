@@ -15,6 +15,7 @@ import math
 import statistics
 
 MIN_DELTA = 1e-3  # a fall of the validation loss smaller than this is no progress for early stopping
+KEPT_VAL_LOSS = "kept_val_loss"  # the training metric of the kept epoch's validation loss
 CHANCE_LEVEL = 0.05  # a kept accuracy this likely or more under guessing is within noise of chance
 
 
@@ -64,7 +65,7 @@ def training_metrics(state: dict, selection: dict, train_clips: int) -> dict[str
     """The kept model's validation scores and epoch, the epochs run, training throughput, and
     the last epoch's scores, named as such."""
     history = state["history"]
-    return {"kept_epoch": selection["epoch"], "kept_val_loss": selection["val_loss"],
+    return {"kept_epoch": selection["epoch"], KEPT_VAL_LOSS: selection["val_loss"],
             "kept_val_accuracy": selection["val_accuracy"],
             "kept_within_chance": int(selection["within_chance"]),
             "epochs_run": state["epoch"], "stopped_early": int(state["stopped_early"]),

@@ -6,7 +6,8 @@ product of their values, in the order given. Each trial is a training run with i
 epoch (``selection.json`` of its model folder); ``choose`` keeps the trial of the lowest kept
 validation loss, the first of equals: validation only, never a test score (only the trial kept
 is evaluated, after the choice). ``table`` and ``metrics`` give every trial's settings and
-scores, as Markdown and as KFP metrics. Importable without TensorFlow.
+scores, as Markdown and as KFP metrics; ``write_kept`` writes the outputs of the step that keeps
+one, whichever engine ran the trials. Importable without TensorFlow.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from components.train_model.config import TrainConfig
-from components.train_model.model_folder import HISTORY_FILE, SELECTION_FILE
+from components.train_model.model_folder import HISTORY_FILE, MODEL_FILE, SELECTION_FILE, TRIALS_FILE, read
 
 MONITOR = "val_loss"  # the kept epoch's validation loss, as selection.json records it
 TRIAL = "trial"  # the key of a grid point's name
@@ -152,3 +153,29 @@ def record(trials: Sequence[Trial], chosen: int) -> dict:
 def from_record(recorded: dict) -> tuple[list[Trial], int]:
     """The trials and the kept one's index, as ``record`` wrote them."""
     return [Trial(**trial) for trial in recorded["trials"]], recorded["kept"]
+
+
+def write_kept(found: Sequence[Trial], chosen: int, kept_dir: Path, outputs: dict, training: dict[str, float],
+               lineage_of: tuple[str, dict, dict], metadata: dict) -> None:
+    """Writes the outputs (KFP artifacts, by their names in ``select_trial``) of the step that keeps
+    ``found[chosen]``: its model folder from ``kept_dir`` with ``trials.json``, the table of every
+    trial, the sweep's metrics, its ``training`` metrics and learning curves; the model gets
+    ``metadata``, and every artifact the lineage of ``lineage_of`` (producer, parameters, inputs)."""
+    import shutil
+
+    from components.common import lineage, write_json
+    from components.reports import img_tag, learning_curves_png, page
+
+    model = outputs["model"]
+    shutil.copytree(kept_dir, model.path, dirs_exist_ok=True)
+    write_json(Path(model.path) / TRIALS_FILE, record(found, chosen))
+    Path(outputs["trials"].path).write_text(table(found, chosen))
+    for name, value in metrics(found, chosen).items():
+        outputs["sweep_metrics"].log_metric(name, value)
+    for name, value in training.items():
+        outputs["training_metrics"].log_metric(name, value)
+    Path(outputs["learning_curves"].path).write_text(page(f"Learning curves of {found[chosen].name}", img_tag(
+        learning_curves_png(read(model.path, HISTORY_FILE)), "learning curves")))
+    model.metadata.update({**metadata, **lineage(*lineage_of, Path(model.path) / MODEL_FILE)})
+    for name in ("trials", "learning_curves"):
+        outputs[name].metadata.update(lineage(*lineage_of, Path(outputs[name].path)))

@@ -38,6 +38,7 @@ from components.train_model.model_folder import (
 )
 from components.train_model.scores import loss_and_accuracy
 from components.train_model.selection import (
+    KEPT_VAL_LOSS,
     MIN_DELTA,
     record_epoch,
     selection_of,
@@ -67,7 +68,8 @@ def resolve_precision(precision: str, gpus: int) -> str:
 
 class EpochEnd(keras.callbacks.Callback):
     """After each epoch: stops on a NaN loss, scores the validation videos, checkpoints, keeps
-    the model of the lowest validation loss, and stops early without progress."""
+    the model of the lowest validation loss, and stops early without progress. The epoch's logs
+    gain ``val_loss``, ``val_accuracy`` and the kept epoch's validation loss so far (KEPT_VAL_LOSS)."""
 
     def __init__(self, frames_dir: Path, batch_size: int, checkpoints: Checkpoints, state: dict,
                  patience: int, warmup_epochs: int):
@@ -90,6 +92,7 @@ class EpochEnd(keras.callbacks.Callback):
             *split_logits(self.model, self.frames_dir, "val", self.batch_size))
         state["epoch_seconds"].append(train_seconds)
         kept = record_epoch(state, logs, self.patience, self.warmup_epochs)
+        logs[KEPT_VAL_LOSS] = state["best_val_loss"]  # for the callbacks after this one (a Vizier trial's)
         if state["stopped_early"]:
             log.info("stopping early: the validation loss has not fallen by %s in the %d epochs since "
                      "epoch %d", MIN_DELTA, self.patience, max(state["progress_epoch"], self.warmup_epochs))
@@ -181,9 +184,14 @@ def compiled_model(manifest: dict, config: TrainConfig, steps_per_epoch: int) ->
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
     else:
         optimizer = keras.optimizers.Adam(learning_rate)
-    model.compile(optimizer=optimizer, metrics=["accuracy"],
+    model.compile(optimizer=optimizer, metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True,
                                                             label_smoothing=recipe.label_smoothing))
+    # Without a distribution strategy, Keras creates the optimizer's and the metrics' variables
+    # while it traces the first training step (keras 3.15, keras/src/backend/tensorflow/trainer.py,
+    # _maybe_symbolic_build), and TensorFlow traces a function that created variables twice. The
+    # metric made above and the optimizer built here, the step is traced once.
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
