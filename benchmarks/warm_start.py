@@ -8,9 +8,10 @@ training videos a class (other looks than the source's), and three runs (``--way
 it for ``--epochs`` each: from scratch, warm-started from the source model, and warm-started
 with its body frozen for ``--freeze-epochs``. Each kept model (the stage's own choice, on
 validation) is scored on the target's test videos as evaluation scores them, and so is the
-source model as it is (what a warm start begins from); every run is in this one process. Each
-run also reports how far its body (every layer but the head, batch normalisation's statistics
-included) is from the source model's at step 0 and after each epoch.
+source model as it is where its classes are the target's (what a warm start begins from; with
+other classes its head is new). Each run also reports how far its body (every layer but the
+head, batch normalisation's statistics included) is from the source model's at step 0 and after
+each epoch. Every run is in this one process.
 
     python benchmarks/warm_start.py
     python benchmarks/warm_start.py --target-set hard --seeds 0 1 2 3
@@ -27,6 +28,7 @@ import keras
 import numpy as np
 from recipes import cpu_name, motion_set
 
+from components.common import read_manifest
 from components.train_model.config import TrainConfig
 from components.train_model.inputs import split_logits
 from components.train_model.model_folder import load_model
@@ -58,8 +60,11 @@ class BodyDistance(keras.callbacks.Callback):
         self.after_epoch.append(self.distance())
 
 
-def test_accuracy(model_dir: Path, frames: Path) -> float:
-    model, _ = load_model(model_dir)
+def test_accuracy(model_dir: Path, frames: Path) -> float | None:
+    """The model's accuracy on the test videos; None where its classes are not theirs."""
+    model, classes = load_model(model_dir)
+    if classes != read_manifest(frames)["classes"]:
+        return None
     logits, labels = split_logits(model, frames, "test", 8)
     return float((logits.argmax(axis=1) == labels).mean())
 
@@ -132,8 +137,10 @@ def main() -> None:
                    **{way: run(frames, Path(tmp) / f"{way}-{seed}", *ways[way], source_body)
                       for way in args.ways}}
             rows.append(row)
+            as_is = row["source_as_is_test_accuracy"]
             print(f"target  {args.target_set}, {args.target_per_class} videos a class, seed {seed}: test "
-                  f"accuracy of the source model as it is {row['source_as_is_test_accuracy']:.2f}, "
+                  "accuracy of the source model as it is "
+                  + (f"{as_is:.2f}, " if as_is is not None else "- (other classes), ")
                   + ", ".join(f"{way} {row[way]['test_accuracy']:.2f}" for way in args.ways), flush=True)
     machine["load_after"] = os.getloadavg()
     summary = {way: spread([r[way]["test_accuracy"] for r in rows]) for way in args.ways}

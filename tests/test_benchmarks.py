@@ -120,6 +120,7 @@ def test_the_serving_benchmark_times_both_sides_on_the_same_answers(real_clips):
     assert batched["server_clips_per_second"] > 0 and batched["in_process_clips_per_second"] > 0
 
 
+@pytest.mark.slow
 def test_the_warm_start_benchmark_starts_from_the_source_body_and_freezes_it():
     report = run_benchmark("warm_start.py", "--source-per-class", "2", "--source-epochs", "1",
                            "--target-per-class", "2", "--val-per-class", "1", "--test-per-class", "2",
