@@ -85,7 +85,7 @@ def main() -> None:
         for copy in range(args.copies):
             for clip in clips:
                 videos.append(str(Path(tmp) / f"{copy}-{Path(clip).name}"))
-                os.symlink(clip, videos[-1])
+                os.symlink(Path(clip).resolve(), videos[-1])
         predictor = Predictor(model_folder(Path(tmp) / "model", args.frames, args.size))
         shape = (args.frames, args.size, args.size, 3)
         for count in (1, args.batch_size):  # each side's batch shape, traced before the clock runs

@@ -137,3 +137,17 @@ def test_the_warm_start_benchmark_starts_from_the_source_body_and_freezes_it():
     # included; trained once thawed
     assert frozen["body_distance_at_start"] == 0
     assert frozen["body_distance_after_epoch"][0] == 0 < frozen["body_distance_after_epoch"][1]
+
+
+def test_the_batch_prediction_benchmark_gives_both_sides_the_same_answers(real_clips, tmp_path, monkeypatch):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for name in ("mpeg4_320x240_25fps_164f.avi", "h264_340x256_30fps_32f.mp4"):
+        (folder / name).symlink_to(real_clips[name])
+    monkeypatch.chdir(tmp_path)  # the folder named relative to here, as a user names it
+    report = run_benchmark("batch_predict.py", "--clips", "clips", "--copies", "2", "--repeats", "1",
+                           "--frames", "4", "--size", "32", "--batch-size", "2", "--workers", "1")
+    assert report["videos"] == 4 and report["same_top_classes"] is True
+    (row,) = report["repeats"]
+    assert row["one_at_a_time_per_second"] > 0 and row["batch_per_second"] > 0
+    assert row["ratio"] == pytest.approx(row["batch_per_second"] / row["one_at_a_time_per_second"])
