@@ -213,6 +213,22 @@ def test_an_early_epoch_that_wins_by_luck_is_not_kept():
     assert not warm["stopped_early"]
 
 
+
+def test_a_low_loss_within_the_warm_up_does_not_stop_training_that_goes_on_learning():
+    """The validation losses of a run that learned to tell two turns apart (8 validation videos,
+    ln 2 = 0.693 for a network that guesses): epoch 2, within the warm-up, scores 0.854 by luck;
+    after the warm-up the loss falls from 1.19 towards it and, past epoch 16, below it. Held to
+    the warm-up's 0.854, patience 10 stopped the run at epoch 13."""
+    losses = [2.63, 0.854, 1.093, 0.975, 0.972, 1.188, 1.187, 1.136, 1.02, 1.004, 1.047, 1.021, 0.921,
+              0.884, 0.860, 0.843, 0.795]
+    state = fresh_state()
+    for epoch, loss in enumerate(losses, start=1):
+        record_epoch(state, {"loss": 1.0, "val_loss": loss, "val_accuracy": 0.5}, patience=10,
+                     warmup_epochs=3)
+        assert not state["stopped_early"], f"stopped after epoch {epoch}"
+        assert state["best_epoch"] == losses.index(min(losses[:epoch])) + 1  # the lowest loss is kept still
+    assert state["progress_epoch"] == 17
+
 def test_a_kept_accuracy_within_noise_of_chance_is_named():
     from scipy.stats import binom
 

@@ -2,7 +2,9 @@
 
 The kept model is the epoch of the lowest validation loss, the later one of equals: the loss
 moves with every clip's confidence, where accuracy on a few dozen clips jumps by luck. Training
-stops early after ``patience`` epochs past the warm-up without the loss falling by MIN_DELTA.
+stops early after ``patience`` epochs past the warm-up without the loss falling by MIN_DELTA below
+its lowest since the warm-up: a loss of the warm-up, while the learning rate still rises, is no
+mark that training must beat.
 The selection records how many validation videos and clips the choice rests on (each video's
 evenly spaced clips, their logits averaged), and the chance of guessing the kept validation
 accuracy or better on that many videos as the best of that many epochs. Pure Python, on the
@@ -26,15 +28,16 @@ def should_stop(state: dict, patience: int, warmup_epochs: int) -> bool:
 
 def record_epoch(state: dict, logs: dict[str, float], patience: int, warmup_epochs: int) -> bool:
     """Adds an epoch's scores to the state: the kept epoch is that of the lowest validation loss,
-    the later of equals; progress, for early stopping, is a fall of MIN_DELTA or more. Returns
-    whether this epoch is now the kept one."""
+    the later of equals; progress, for early stopping, is a fall of MIN_DELTA or more below the
+    lowest loss since the warm-up (the first epoch after it is progress). Returns whether this
+    epoch is now the kept one."""
     for key, value in logs.items():
         state["history"].setdefault(key, []).append(float(value))
     state["epoch"] += 1
     kept = logs["val_loss"] <= state["best_val_loss"]
     if kept:
         state["best_epoch"], state["best_val_loss"] = state["epoch"], float(logs["val_loss"])
-    if logs["val_loss"] < state["progress_val_loss"] - MIN_DELTA:
+    if state["epoch"] > warmup_epochs and logs["val_loss"] < state["progress_val_loss"] - MIN_DELTA:
         state["progress_epoch"], state["progress_val_loss"] = state["epoch"], float(logs["val_loss"])
     state["stopped_early"] = should_stop(state, patience, warmup_epochs)
     return kept
