@@ -213,7 +213,6 @@ def test_an_early_epoch_that_wins_by_luck_is_not_kept():
     assert not warm["stopped_early"]
 
 
-
 def test_a_low_loss_within_the_warm_up_does_not_stop_training_that_goes_on_learning():
     """The validation losses of a run that learned to tell two turns apart (8 validation videos,
     ln 2 = 0.693 for a network that guesses): epoch 2, within the warm-up, scores 0.854 by luck;
@@ -228,6 +227,7 @@ def test_a_low_loss_within_the_warm_up_does_not_stop_training_that_goes_on_learn
         assert not state["stopped_early"], f"stopped after epoch {epoch}"
         assert state["best_epoch"] == losses.index(min(losses[:epoch])) + 1  # the lowest loss is kept still
     assert state["progress_epoch"] == 17
+
 
 def test_a_kept_accuracy_within_noise_of_chance_is_named():
     from scipy.stats import binom

@@ -64,7 +64,7 @@ class TrainConfig:
     base_filters: int = 16  # the network's width
     blocks_per_stage: int = 1  # its depth
     precision: str = "auto"  # one of PRECISIONS; auto: mixed_float16 on a GPU, else float32
-    patience: int = 10  # epochs after the warm-up without a validation loss below the lowest since; 0: never
+    patience: int = 10  # epochs past the warm-up without a val loss below its lowest since it; 0: never
     freeze_epochs: int = 0  # with an init model: epochs its body is frozen, then trained at a lower rate
 
     def check(self) -> None:
